@@ -1,0 +1,171 @@
+"""Write a trained model to the model repository: model.onnx and manifest.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pandas as pd
+
+from app.contract import (
+    HASH_ALGORITHM,
+    LOGIT_OUTPUT,
+    MANIFEST_FORMAT,
+    WATCH_TIME_OUTPUT,
+    FeatureSpec,
+)
+from trainer.features import split_id_list
+from trainer.reference import reference_logit
+from trainer.tensors import Tensors, request_tensors
+
+logger = logging.getLogger(__name__)
+
+GOLDEN_REQUESTS = 3
+GOLDEN_CANDIDATES = 8
+PARITY_TOLERANCE = 1e-5
+"""Largest relative difference allowed between the graph and the numpy model."""
+
+
+class ExportError(RuntimeError):
+    """The exported graph disagrees with the model it was built from."""
+
+
+def next_version(repository: Path, name: str) -> int:
+    """Return one more than the highest integer version of `name`, or 1."""
+    versions = [int(p.name) for p in (repository / name).glob("*") if p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def run_graph(model: onnx.ModelProto | Path, tensors: Tensors) -> dict[str, np.ndarray]:
+    """Run the graph with onnxruntime and return its outputs by name."""
+    source = str(model) if isinstance(model, Path) else model.SerializeToString()
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    feeds = {i.name: tensors[i.name] for i in session.get_inputs()}
+    names = [LOGIT_OUTPUT, WATCH_TIME_OUTPUT]
+    return dict(zip(names, session.run(names, feeds), strict=True))
+
+
+def golden_requests(spec: FeatureSpec, log: pd.DataFrame) -> list[dict[str, Any]]:
+    """Turn the first pages of `log` into `/v1/rank` bodies.
+
+    The last request omits every optional candidate feature of its second
+    candidate and the whole context, so replaying it also checks defaults.
+    """
+    page_ids = log["request_id"].drop_duplicates().iloc[:GOLDEN_REQUESTS]
+    requests = [
+        _request_body(spec, log[log["request_id"] == page].head(GOLDEN_CANDIDATES))
+        for page in page_ids
+    ]
+    if requests and len(requests[-1]["candidates"]) > 1:
+        requests[-1]["context"] = {}
+        requests[-1]["candidates"][1]["features"] = {}
+    return requests
+
+
+def _request_body(spec: FeatureSpec, page: pd.DataFrame) -> dict[str, Any]:
+    first = page.iloc[0]
+    context = {
+        f.name: _json_value(f.kind, first[f.name]) for f in spec.of_source("context")
+    }
+    candidates = [
+        {
+            "id": str(row["video_id"]),
+            "features": {
+                f.name: _json_value(f.kind, row[f.name])
+                for f in spec.of_source("candidate")
+                if not f.value_from_id
+            },
+        }
+        for _, row in page.iterrows()
+    ]
+    return {
+        "request_id": str(first["request_id"]),
+        "context": context,
+        "candidates": candidates,
+    }
+
+
+def _json_value(kind: str, value: Any) -> Any:
+    if kind == "numeric":
+        return float(value)
+    if kind == "id_list":
+        return split_id_list(value)
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def golden_outputs(
+    model: onnx.ModelProto, manifest: dict[str, Any], requests: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Run each golden request through the graph and check it against numpy."""
+    spec = FeatureSpec.from_dict(manifest["feature_spec"])
+    golden = []
+    for request in requests:
+        tensors = request_tensors(spec, request)
+        outputs = run_graph(model, tensors)
+        _check_parity(outputs[LOGIT_OUTPUT], reference_logit(manifest, tensors))
+        golden.append(
+            {
+                "request": request,
+                "outputs": {k: v.astype(float).tolist() for k, v in outputs.items()},
+            }
+        )
+    return golden
+
+
+def _check_parity(graph_logit: np.ndarray, numpy_logit: np.ndarray) -> None:
+    graph_value, numpy_value = np.exp(graph_logit), np.exp(numpy_logit)
+    error = np.max(np.abs(graph_value / numpy_value - 1.0), initial=0.0)
+    if error > PARITY_TOLERANCE:
+        raise ExportError(
+            f"graph and numpy watch times differ by {error:.2e} relative, "
+            f"more than {PARITY_TOLERANCE:.0e}"
+        )
+
+
+def write_model(
+    directory: Path, model: onnx.ModelProto, manifest: dict[str, Any]
+) -> None:
+    """Write both files; refuse to overwrite an existing version."""
+    if directory.exists():
+        raise FileExistsError(
+            f"{directory} already exists; choose another --version or remove it"
+        )
+    directory.mkdir(parents=True)
+    onnx.save_model(model, directory / "model.onnx")
+    text = json.dumps(manifest, indent=2, allow_nan=False) + "\n"
+    (directory / "manifest.json").write_text(text, encoding="utf-8")
+    logger.info("wrote %s", directory)
+
+
+def manifest_header(
+    name: str, version: int, created_at: str, variant: str
+) -> dict[str, Any]:
+    """Return the identifying fields every manifest starts with."""
+    return {
+        "format": MANIFEST_FORMAT,
+        "name": name,
+        "version": version,
+        "created_at": created_at,
+        "variant": variant,
+        "hash_algorithm": HASH_ALGORITHM,
+    }
+
+
+def graph_signature(model: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:
+    """Describe the graph's inputs and outputs for the manifest."""
+
+    def describe(value: onnx.ValueInfoProto) -> dict[str, Any]:
+        tensor = value.type.tensor_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        shape = [d.dim_param or d.dim_value for d in tensor.shape.dim]
+        return {"name": value.name, "dtype": dtype, "shape": shape}
+
+    return {
+        "inputs": [describe(v) for v in model.graph.input],
+        "outputs": [describe(v) for v in model.graph.output],
+    }

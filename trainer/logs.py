@@ -1,0 +1,166 @@
+"""The canonical impression log: one CSV row per video shown to a user.
+
+Rows that share a `request_id` were shown together as one page. The simulator
+and the KuaiRand loader both produce this schema, and training reads only it.
+`click_probability` and `expected_watch_time_s` are the simulator's ground
+truth and stay empty in logs of real traffic.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+COLUMNS: tuple[str, ...] = (
+    "request_id",
+    "user_id",
+    "timestamp_s",
+    "hour_of_day",
+    "device",
+    "country",
+    "recent_video_ids",
+    "video_id",
+    "channel_id",
+    "category",
+    "video_duration_s",
+    "video_age_days",
+    "previous_impressions",
+    "hours_since_channel_watch",
+    "clicked",
+    "watch_time_s",
+    "click_probability",
+    "expected_watch_time_s",
+)
+"""Column names in file order."""
+
+DTYPES: dict[str, type | str] = {
+    "request_id": str,
+    "user_id": str,
+    "timestamp_s": "int64",
+    "hour_of_day": "int64",
+    "device": str,
+    "country": str,
+    "recent_video_ids": str,
+    "video_id": str,
+    "channel_id": str,
+    "category": str,
+    "video_duration_s": "float64",
+    "video_age_days": "float64",
+    "previous_impressions": "int64",
+    "hours_since_channel_watch": "float64",
+    "clicked": "int64",
+    "watch_time_s": "float64",
+    "click_probability": "float64",
+    "expected_watch_time_s": "float64",
+}
+"""Pandas dtype of each column. Ids stay strings even when they look numeric."""
+
+SIMULATION_COLUMNS: tuple[str, ...] = ("click_probability", "expected_watch_time_s")
+"""Ground-truth columns that only the simulator fills. They are NaN in real logs."""
+
+REQUIRED_COLUMNS: tuple[str, ...] = tuple(
+    name for name in COLUMNS if name not in SIMULATION_COLUMNS
+)
+"""Columns that every log file must contain."""
+
+MAX_RECENT_VIDEOS = 50
+"""Maximum number of ids in `recent_video_ids`."""
+
+NEVER_WATCHED_HOURS = 8760.0
+"""`hours_since_channel_watch` for a channel not watched within the last year."""
+
+STRING_COLUMNS: tuple[str, ...] = tuple(name for name in COLUMNS if DTYPES[name] is str)
+
+
+def read_log(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a log from a .csv or .csv.gz file into the canonical dtypes.
+
+    A file without the simulation columns gets them as NaN. Columns outside
+    the schema are kept after the canonical ones. Raises ValueError when a
+    required column is missing or a value does not parse as its dtype.
+    """
+    header = pd.read_csv(path, nrows=0).columns
+    missing = [name for name in REQUIRED_COLUMNS if name not in header]
+    if missing:
+        raise ValueError(
+            f"log {path} is missing the columns {missing}. "
+            f"A log needs all of {list(REQUIRED_COLUMNS)}"
+        )
+
+    # Empty fields stay "" in string columns (an empty `recent_video_ids` is a
+    # user without history), and become NaN only in numeric columns.
+    numeric_columns = [name for name in header if name not in STRING_COLUMNS]
+    frame = pd.read_csv(
+        path,
+        dtype={name: str for name in STRING_COLUMNS},
+        keep_default_na=False,
+        na_values={name: [""] for name in numeric_columns},
+    )
+    return conform_log(frame, source=str(path))
+
+
+def write_log(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write a log as CSV, compressed with gzip when the name ends in .gz.
+
+    The frame is checked and cast with `conform_log` first, so a file written
+    here reads back with `read_log`. Parent directories are created.
+    """
+    log = conform_log(frame, source="frame to write")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+    # A fixed gzip timestamp makes equal logs byte-identical, so the SHA-256
+    # of a log file identifies its content.
+    compression: str | dict[str, object] = "infer"
+    if str(path).endswith(".gz"):
+        compression = {"method": "gzip", "compresslevel": 6, "mtime": 0}
+    log.to_csv(path, index=False, compression=compression)
+
+
+def conform_log(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Return a copy of `frame` with the canonical column order and dtypes.
+
+    Missing simulation columns are added as NaN, and extra columns follow the
+    canonical ones unchanged. `source` names the data in error messages.
+    Raises ValueError when a required column is missing or cannot be cast.
+    """
+    missing = [name for name in REQUIRED_COLUMNS if name not in frame.columns]
+    if missing:
+        raise ValueError(f"{source} is missing the log columns {missing}")
+
+    log = frame.copy()
+    for name in SIMULATION_COLUMNS:
+        if name not in log.columns:
+            log[name] = float("nan")
+
+    for name in COLUMNS:
+        log[name] = _cast_column(log[name], name, source)
+    extra = [name for name in log.columns if name not in COLUMNS]
+    return log[list(COLUMNS) + extra]
+
+
+def _cast_column(column: pd.Series, name: str, source: str) -> pd.Series:
+    if DTYPES[name] is str:
+        return _cast_string_column(column, name, source)
+
+    try:
+        return column.astype(DTYPES[name])
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"{source}: column {name!r} cannot be read as {DTYPES[name]}: {error}"
+        ) from error
+
+
+def _cast_string_column(column: pd.Series, name: str, source: str) -> pd.Series:
+    # A missing history is an empty list, but a missing id or category has no
+    # sensible default, and astype(str) would turn it into the text "nan".
+    if name == "recent_video_ids":
+        column = column.fillna("")
+    missing = int(column.isna().sum())
+    if missing:
+        raise ValueError(
+            f"{source}: column {name!r} has {missing} missing values. "
+            "Fill them with a placeholder such as 'unknown'"
+        )
+    return column.astype(str)
