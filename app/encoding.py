@@ -1,0 +1,287 @@
+"""Encoding of ranking requests into the model's raw input tensors.
+
+The tensors follow docs/model-format.md: a batch of R requests with N
+candidates in all has context tensors with R rows, candidate tensors with N
+rows, and `candidate_request` maps each candidate row to its request. Each
+feature is one column built with one pass over its values and checked with
+numpy, so a request with thousands of candidates creates no object per value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.contract import (
+    CANDIDATE_REQUEST_INPUT,
+    Feature,
+    FeatureSpec,
+    category_id,
+    category_ids,
+    id_list_matrix,
+)
+from app.errors import InvalidFeature, describe_value
+from app.schemas import Candidate, RankRequest
+
+Tensors = dict[str, np.ndarray]
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_NUMBER_TYPES = (int, float)
+
+Locate = Callable[[int], str]
+"""Function from a row of a column to the field path of its value."""
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """Raw input tensors of a batch of requests."""
+
+    tensors: Tensors
+    candidate_counts: tuple[int, ...]
+    """Number of candidates of each request, in request order."""
+
+    unknown_features: int
+    """Number of feature values whose names the model does not use."""
+
+    @property
+    def candidate_total(self) -> int:
+        return sum(self.candidate_counts)
+
+
+class FeatureEncoder:
+    """Encoder of `/v1/rank` requests for one feature spec.
+
+    Raises ValueError at construction when the spec cannot be encoded, such as
+    an id list without `max_length` or a default that has the wrong type.
+    """
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec
+        self._context_features = spec.of_source("context")
+        self._candidate_features = spec.of_source("candidate")
+        self._context_names = {f.name for f in self._context_features}
+        self._candidate_names = {f.name for f in self._candidate_features}
+        self._max_lengths = {
+            f.name: _max_length(f) for f in spec.features if f.kind == "id_list"
+        }
+        self._check_defaults()
+
+    def encode(self, requests: Sequence[RankRequest]) -> EncodedBatch:
+        """Encode a batch of requests, where one request is a batch of one.
+
+        Raises InvalidFeature naming the field path of the first invalid value.
+        """
+        candidates = [c for request in requests for c in request.candidates]
+        counts = tuple(len(request.candidates) for request in requests)
+        tensors: Tensors = {CANDIDATE_REQUEST_INPUT: _candidate_request(counts)}
+
+        for feature in self._context_features:
+            values = [_given_or_default(r.context, feature) for r in requests]
+            locate = _context_locator(feature, len(requests))
+            tensors[feature.name] = self._encode_column(feature, values, locate)
+
+        for feature in self._candidate_features:
+            values = _candidate_values(feature, candidates)
+            locate = _candidate_locator(feature, requests, candidates)
+            tensors[feature.name] = self._encode_column(feature, values, locate)
+
+        unknown = self._count_unknown(requests, candidates)
+        return EncodedBatch(tensors, counts, unknown)
+
+    def _encode_column(
+        self, feature: Feature, values: list[Any], locate: Locate
+    ) -> np.ndarray:
+        if feature.kind == "numeric":
+            return _numeric_column(feature, values, locate)
+        if feature.kind == "categorical":
+            return _categorical_column(feature, values, locate)
+        return _id_list_column(feature, values, locate, self._max_lengths)
+
+    def _count_unknown(
+        self, requests: Sequence[RankRequest], candidates: list[Candidate]
+    ) -> int:
+        in_context = sum(
+            1 for r in requests for name in r.context if name not in self._context_names
+        )
+        in_candidates = sum(
+            1
+            for c in candidates
+            for name in c.features
+            if name not in self._candidate_names
+        )
+        return in_context + in_candidates
+
+    def _check_defaults(self) -> None:
+        for feature in self.spec.features:
+            self._check_spec_value(feature, "default", feature.default)
+            self._check_spec_value(feature, "example", feature.example)
+
+    def _check_spec_value(self, feature: Feature, label: str, value: Any) -> None:
+        def locate(_: int) -> str:
+            return f"{label} of {feature.name}"
+
+        try:
+            self._encode_column(feature, [value], locate)
+        except InvalidFeature as error:
+            raise ValueError(f"the feature spec is invalid: {error}") from None
+
+
+def _max_length(feature: Feature) -> int:
+    max_length = feature.transform.get("max_length")
+    if (
+        isinstance(max_length, bool)
+        or not isinstance(max_length, int)
+        or max_length < 1
+    ):
+        raise ValueError(
+            f"feature {feature.name!r}: an id_list transform needs an integer "
+            f"max_length of at least 1, got {max_length!r}"
+        )
+    return max_length
+
+
+def _candidate_request(counts: tuple[int, ...]) -> np.ndarray:
+    rows = np.arange(len(counts), dtype=np.int64)
+    return np.repeat(rows, counts)
+
+
+def _given_or_default(values: dict[str, Any], feature: Feature) -> Any:
+    value = values.get(feature.name)
+    return feature.default if value is None else value
+
+
+def _candidate_values(feature: Feature, candidates: list[Candidate]) -> list[Any]:
+    sent = [c.features.get(feature.name) for c in candidates]
+    if feature.value_from_id:
+        return [
+            c.id if value is None else value
+            for value, c in zip(sent, candidates, strict=True)
+        ]
+    return [feature.default if value is None else value for value in sent]
+
+
+def _context_locator(feature: Feature, request_count: int) -> Locate:
+    def locate(row: int) -> str:
+        return _request_prefix(row, request_count) + f"context.{feature.name}"
+
+    return locate
+
+
+def _candidate_locator(
+    feature: Feature, requests: Sequence[RankRequest], candidates: list[Candidate]
+) -> Locate:
+    def locate(row: int) -> str:
+        # Runs only for an invalid value, so the offsets are computed here.
+        offsets = np.cumsum([len(r.candidates) for r in requests])
+        request_index = int(np.searchsorted(offsets, row, side="right"))
+        first_row = int(offsets[request_index - 1]) if request_index else 0
+        candidate_id = json.dumps(candidates[row].id)
+        return (
+            _request_prefix(request_index, len(requests))
+            + f"candidates[{row - first_row}] (id {candidate_id})"
+            + f".features.{feature.name}"
+        )
+
+    return locate
+
+
+def _request_prefix(request_index: int, request_count: int) -> str:
+    # A lone request's paths start at its own body, as the client sent it.
+    return f"requests[{request_index}]." if request_count > 1 else ""
+
+
+def _numeric_column(feature: Feature, values: list[Any], locate: Locate) -> np.ndarray:
+    # type() rather than isinstance(), because bool is a subclass of int.
+    for row, value in enumerate(values):
+        if type(value) not in _NUMBER_TYPES:
+            raise _invalid(feature, locate(row), value)
+
+    try:
+        column = np.array(values, dtype=np.float64)
+    except OverflowError:
+        row = next(i for i, v in enumerate(values) if abs(v) > _FLOAT32_MAX)
+        raise _invalid(feature, locate(row), values[row]) from None
+
+    # Comparisons with NaN are false, so this also catches NaN and infinities.
+    out_of_range = ~(np.abs(column) <= _FLOAT32_MAX)
+    if out_of_range.any():
+        row = int(np.argmax(out_of_range))
+        raise _invalid(feature, locate(row), values[row])
+    return column.astype(np.float32)
+
+
+def _categorical_column(
+    feature: Feature, values: list[Any], locate: Locate
+) -> np.ndarray:
+    try:
+        return category_ids(values)
+    except (TypeError, ValueError):
+        row = _first_invalid_id(values)
+        raise _invalid(feature, locate(row), values[row]) from None
+
+
+def _id_list_column(
+    feature: Feature,
+    values: list[Any],
+    locate: Locate,
+    max_lengths: dict[str, int],
+) -> np.ndarray:
+    for row, value in enumerate(values):
+        if not isinstance(value, list):
+            raise _invalid(feature, locate(row), value)
+
+    max_length = max_lengths[feature.name]
+    try:
+        return id_list_matrix(values, max_length)
+    except (TypeError, ValueError):
+        row = next(
+            i for i, ids in enumerate(values) if _has_invalid_id(ids[:max_length])
+        )
+        position = _first_invalid_id(values[row][:max_length])
+        path = f"{locate(row)}[{position}]"
+        raise _invalid(feature, path, values[row][position]) from None
+
+
+def _has_invalid_id(ids: list[Any]) -> bool:
+    try:
+        category_ids(ids)
+    except (TypeError, ValueError):
+        return True
+    return False
+
+
+def _first_invalid_id(values: list[Any]) -> int:
+    for row, value in enumerate(values):
+        try:
+            category_id(value)
+        except (TypeError, ValueError):
+            return row
+    raise ValueError("every value is a valid id")
+
+
+def _invalid(feature: Feature, path: str, value: Any) -> InvalidFeature:
+    message = (
+        f"{path} is invalid: got {describe_value(value)}, "
+        f"expected {_expected_value(feature)}"
+    )
+    return InvalidFeature(message, field=path, value=value)
+
+
+def _expected_value(feature: Feature) -> str:
+    example = json.dumps(feature.example)
+    if feature.kind == "numeric":
+        expected = f"a finite number such as {example}"
+    elif feature.kind == "categorical":
+        expected = f"a string or an integer in [0, 2**62) such as {example}"
+    else:
+        expected = f"an array of strings or integers in [0, 2**62) such as {example}"
+
+    if feature.value_from_id:
+        return expected + ", or leave it out to use the candidate's id"
+    return (
+        expected + f", or leave it out to use the default {json.dumps(feature.default)}"
+    )

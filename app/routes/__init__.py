@@ -1,0 +1,11 @@
+"""HTTP routes: thin adapters between requests and the ranking service."""
+
+from fastapi import APIRouter
+
+from app.routes import health, metrics, model, rank
+
+router = APIRouter()
+router.include_router(rank.router)
+router.include_router(model.router)
+router.include_router(health.router)
+router.include_router(metrics.router)

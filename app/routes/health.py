@@ -1,0 +1,28 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from app.ranking import RankingService
+from app.routes.dependencies import get_ranking_service
+from app.schemas import ErrorResponse
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+def check_alive() -> dict[str, str]:
+    """Return 200 while the process runs."""
+    return {"status": "alive"}
+
+
+@router.get("/readyz", responses={503: {"model": ErrorResponse}})
+def check_ready(
+    service: Annotated[RankingService, Depends(get_ranking_service)],
+) -> dict[str, object]:
+    """Return 200 once the model is loaded and its golden replay passed."""
+    model = service.model
+    return {"status": "ready", "model": {"name": model.name, "version": model.version}}

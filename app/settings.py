@@ -1,0 +1,110 @@
+"""Settings of the ranking service, read from `WATCHTIME_*` environment variables."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.errors import SettingsError
+
+ENV_PREFIX = "WATCHTIME_"
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+logger = logging.getLogger(__name__)
+
+
+class Settings(BaseSettings):
+    """Configuration of one service process, set by `WATCHTIME_*` variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        use_attribute_docstrings=True,
+        validate_default=True,
+        frozen=True,
+    )
+
+    model_repository: Path = Path("models")
+    """Directory that contains `<model name>/<version>/` directories."""
+
+    model_name: str | None = Field(default=None, min_length=1)
+    """Model to serve. The default is the only model in the repository."""
+
+    model_version: int | None = Field(default=None, ge=1)
+    """Version to serve. The default is the highest integer version directory."""
+
+    host: str = Field(default="127.0.0.1", min_length=1)
+    """Address that the HTTP server binds to."""
+
+    port: int = Field(default=8000, ge=1, le=65535)
+    """TCP port that the HTTP server listens on."""
+
+    workers: int = Field(default=1, ge=1)
+    """Number of server processes, each with its own copy of the model."""
+
+    max_candidates: int = Field(default=5000, ge=1)
+    """Maximum number of candidates in one ranking request."""
+
+    intra_op_threads: int = Field(default=1, ge=0)
+    """Number of onnxruntime threads per inference, or 0 to let onnxruntime choose."""
+
+    log_level: str = "info"
+    """Level of the service and server logs, one of LOG_LEVELS in any case."""
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        if value.lower() not in LOG_LEVELS:
+            raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+        return value.lower()
+
+
+def env_name(field_name: str) -> str:
+    """Return the environment variable that sets a settings field."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment and the given overrides.
+
+    Overrides whose value is None are left out, so command line options that
+    were not given keep the environment's value. Raises SettingsError with
+    one line per invalid value, naming the variable or option, the value and
+    what is allowed.
+    """
+    explicit = {name: value for name, value in overrides.items() if value is not None}
+    _warn_about_unknown_variables()
+
+    try:
+        return Settings(**explicit)
+    except ValidationError as error:
+        lines = [_describe_error(detail, explicit) for detail in error.errors()]
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+
+
+def _describe_error(detail: Any, overrides: dict[str, Any]) -> str:
+    field_name = str(detail["loc"][0]) if detail["loc"] else "settings"
+    source = env_name(field_name)
+    if field_name in overrides:
+        source = "--" + field_name.replace("_", "-")
+    return f"{source}={detail['input']!r} is invalid: {detail['msg']}"
+
+
+def _warn_about_unknown_variables() -> None:
+    known = {env_name(name) for name in Settings.model_fields}
+    unknown = sorted(
+        name
+        for name in os.environ
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known
+    )
+    if unknown:
+        logger.warning(
+            "ignoring unknown variables %s, the known ones are %s",
+            unknown,
+            sorted(known),
+        )
