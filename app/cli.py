@@ -7,13 +7,16 @@ import importlib
 import logging
 import logging.config
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import uvicorn
 
 from app.errors import ModelLoadError, SettingsError
 from app.logging import logging_config
+from app.metrics import MULTIPROCESS_ENV, clear_multiprocess_dir
 from app.model import RankingModel, load_configured_model
 from app.settings import Settings, env_name, load_settings
 
@@ -88,6 +91,18 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         help=option_help("model_version", "version to serve", "the highest"),
     )
     parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help=option_help("log_format", "log record format"),
+    )
+    parser.add_argument(
+        "--reload-interval",
+        type=float,
+        help=option_help(
+            "reload_interval_s", "seconds between model repository checks, 0 = off"
+        ),
+    )
+    parser.add_argument(
         "--log-level",
         help=option_help("log_level", "critical, error, warning, info, debug or trace"),
     )
@@ -104,12 +119,14 @@ def serve(options: argparse.Namespace) -> int:
             model_name=options.model_name,
             model_version=options.model_version,
             log_level=options.log_level,
+            log_format=options.log_format,
+            reload_interval_s=options.reload_interval,
         )
     except SettingsError as error:
         print(f"watchtime serve: {error}", file=sys.stderr)
         return EXIT_USAGE
 
-    log_config = logging_config(settings.log_level)
+    log_config = logging_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(log_config)
     try:
         model = load_configured_model(settings)
@@ -117,7 +134,18 @@ def serve(options: argparse.Namespace) -> int:
         print(f"watchtime serve: cannot load the model: {error}", file=sys.stderr)
         return EXIT_USAGE
 
+    made_runtime_dir = settings.runtime_dir is None
+    settings = _prepare_runtime_dir(settings)
     _export_settings(settings, model)
+    try:
+        _run_uvicorn(settings, log_config)
+    finally:
+        if made_runtime_dir and settings.runtime_dir is not None:
+            shutil.rmtree(settings.runtime_dir, ignore_errors=True)
+    return 0
+
+
+def _run_uvicorn(settings: Settings, log_config: dict) -> None:
     uvicorn.run(
         APP_FACTORY,
         factory=True,
@@ -127,19 +155,37 @@ def serve(options: argparse.Namespace) -> int:
         log_level=settings.log_level,
         log_config=log_config,
     )
-    return 0
+
+
+def _prepare_runtime_dir(settings: Settings) -> Settings:
+    """Create the directory the workers share and empty its metrics folder.
+
+    The workers find reload requests and, with several workers, each other's
+    Prometheus samples there. Samples of an earlier server would add to this
+    one's counters, so they are removed before any worker starts.
+    """
+    runtime_dir = settings.runtime_dir or Path(tempfile.mkdtemp(prefix="watchtime-"))
+    runtime_dir.mkdir(parents=True, exist_ok=True)
+    if settings.workers > 1:
+        metrics_dir = Path(
+            os.environ.setdefault(MULTIPROCESS_ENV, str(runtime_dir / "metrics"))
+        )
+        clear_multiprocess_dir(metrics_dir)
+        logger.info("workers share Prometheus samples in %s", metrics_dir)
+    return settings.model_copy(update={"runtime_dir": runtime_dir})
 
 
 def _export_settings(settings: Settings, model: RankingModel) -> None:
     """Pass the checked settings to the server processes through the environment.
 
-    Workers build their application from `WATCHTIME_*` variables. Pinning the
-    checked model's name and version keeps every worker on the model that was
-    just checked, even if a newer version directory appears meanwhile.
+    Workers build their application from `WATCHTIME_*` variables. The model
+    name is pinned to the checked model; its version is pinned only when the
+    settings pin it, so hot reload can move every worker to newer versions.
+    The admin token is left out: it can only come from the environment, which
+    the workers inherit.
     """
-    values = settings.model_dump()
+    values = settings.model_dump(exclude={"admin_token"})
     values["model_name"] = model.name
-    values["model_version"] = model.version
     for field, value in values.items():
         if value is not None:
             os.environ[env_name(field)] = str(value)

@@ -41,7 +41,13 @@ _DECIMAL = re.compile(r"0|[1-9][0-9]{0,18}")
 
 @functools.lru_cache(maxsize=1 << 16)
 def _string_id(text: str) -> int:
-    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            "the string is not valid Unicode: it contains a lone UTF-16 surrogate"
+        ) from None
+    digest = hashlib.blake2b(encoded, digest_size=8).digest()
     return _INTEGER_ID_LIMIT + int.from_bytes(digest, "little") % _INTEGER_ID_LIMIT
 
 
@@ -54,8 +60,9 @@ def category_id(value: Any) -> int:
     Other strings map to 2**62 plus 62 bits of their BLAKE2b digest. Python's
     built-in `hash()` is salted per process and would differ between workers.
 
-    Raises TypeError for values that are neither str nor int (bool included)
-    and ValueError for integers outside [0, 2**62).
+    Raises TypeError for values that are neither str nor int (bool included),
+    and ValueError for integers outside [0, 2**62) and for strings with a lone
+    surrogate, which have no UTF-8 encoding.
     """
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise TypeError(

@@ -89,8 +89,33 @@ class FeatureEncoder:
             locate = _candidate_locator(feature, requests, candidates)
             tensors[feature.name] = self._encode_column(feature, values, locate)
 
+        self._check_placement(requests)
         unknown = self._count_unknown(requests, candidates)
         return EncodedBatch(tensors, counts, unknown)
+
+    def _check_placement(self, requests: Sequence[RankRequest]) -> None:
+        """Reject a known feature sent on the wrong side of the request.
+
+        Ignoring it, as an unknown name is, would rank with its default and
+        give a silently different order.
+        """
+        for index, request in enumerate(requests):
+            prefix = _request_prefix(index, len(requests))
+            for name in request.context.keys() & self._candidate_names:
+                raise InvalidFeature(
+                    f"{prefix}context.{name} is a candidate feature; send it in "
+                    "each candidate's features",
+                    field=f"{prefix}context.{name}",
+                    value=request.context[name],
+                )
+            for position, candidate in enumerate(request.candidates):
+                for name in candidate.features.keys() & self._context_names:
+                    path = f"{prefix}candidates[{position}].features.{name}"
+                    raise InvalidFeature(
+                        f"{path} is a context feature; send it once in context",
+                        field=path,
+                        value=candidate.features[name],
+                    )
 
     def _encode_column(
         self, feature: Feature, values: list[Any], locate: Locate

@@ -29,6 +29,8 @@ class ServiceError(Exception):
         self.message = message
         self.field = field
         self.value = value
+        self.request_id: str | None = None
+        """Id of the request that failed, once known; echoed in X-Request-ID."""
 
     def to_dict(self) -> dict[str, Any]:
         """Return the `error` object of the JSON response body."""
@@ -60,6 +62,13 @@ class InvalidFeature(ServiceError):
     error_type = "invalid_feature"
 
 
+class UnsupportedMediaType(ServiceError):
+    """The request body is not declared as JSON."""
+
+    status_code = 415
+    error_type = "unsupported_media_type"
+
+
 class DuplicateCandidate(ServiceError):
     """Two candidates of one request have the same id."""
 
@@ -72,6 +81,27 @@ class TooManyCandidates(ServiceError):
 
     status_code = 413
     error_type = "too_many_candidates"
+
+
+class AdminDisabled(ServiceError):
+    """An admin endpoint was called while no admin token is configured."""
+
+    status_code = 404
+    error_type = "admin_disabled"
+
+
+class Unauthorized(ServiceError):
+    """An admin request lacks the configured bearer token."""
+
+    status_code = 401
+    error_type = "unauthorized"
+
+
+class ModelRejected(ServiceError):
+    """A requested reload found a model version that failed its checks."""
+
+    status_code = 422
+    error_type = "model_rejected"
 
 
 class ModelLoadError(Exception):

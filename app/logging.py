@@ -8,6 +8,7 @@ them in. Request bodies are never logged.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from contextvars import ContextVar
 from typing import Any
@@ -64,11 +65,44 @@ class HealthProbeFilter(logging.Filter):
         return path not in HEALTH_PROBE_PATHS
 
 
-def logging_config(level: str) -> dict[str, Any]:
+class JsonFormatter(logging.Formatter):
+    """Formats each record as one JSON object on one line.
+
+    The record is built as a dictionary and serialised, so a message with
+    quotes or newlines still gives valid JSON. uvicorn's access records also
+    get their fields (client, method, path, status) as keys.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", request_id_var.get()),
+            "model": getattr(record, "model", model_var.get()),
+        }
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple):
+            entry |= _access_fields(record.args)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def _access_fields(args: tuple[Any, ...]) -> dict[str, Any]:
+    if len(args) != 5:
+        return {}
+    client, method, path, http_version, status = args
+    path_only = str(path).partition("?")[0]
+    return {"client": client, "method": method, "path": path_only, "status": status}
+
+
+def logging_config(level: str, log_format: str = "text") -> dict[str, Any]:
     """Return a `logging.config.dictConfig` dictionary for uvicorn and the service.
 
     It extends uvicorn's default configuration, so uvicorn applies the same
-    settings in every worker process it starts.
+    settings in every worker process it starts. With `log_format="json"`
+    every handler writes one JSON object per record.
     """
     config = copy.deepcopy(LOGGING_CONFIG)
     numeric_level = LEVELS[level]
@@ -78,7 +112,16 @@ def logging_config(level: str) -> dict[str, Any]:
         "request_context": {"()": "app.logging.RequestContextFilter"},
     }
     config["formatters"]["service"] = {"format": SERVICE_FORMAT}
-    config["handlers"]["access"]["filters"] = ["health_probes"]
+    if log_format == "json":
+        json_formatter = {"()": "app.logging.JsonFormatter"}
+        for name in ("service", "default", "access"):
+            config["formatters"][name] = dict(json_formatter)
+        for name in ("default", "access"):
+            config["handlers"][name]["filters"] = ["request_context"]
+    config["handlers"]["access"]["filters"] = [
+        *config["handlers"]["access"].get("filters", []),
+        "health_probes",
+    ]
     config["handlers"]["service"] = {
         "class": "logging.StreamHandler",
         "formatter": "service",

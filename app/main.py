@@ -8,16 +8,18 @@ requests. uvicorn imports `create_app_from_env` in each worker process.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 
 from app.errors import ModelLoadError
-from app.metrics import RequestMetricsMiddleware, ServiceMetrics
-from app.model import load_configured_model
+from app.metrics import RequestMetricsMiddleware, ServiceMetrics, multiprocess_dir
+from app.model_manager import ModelManager
 from app.ranking import RankingService
 from app.routes import router
 from app.routes.errors import install_error_handlers
@@ -31,12 +33,16 @@ DESCRIPTION = (
     "by it. `GET /v1/model` lists the features that a request can send."
 )
 
+RELOAD_TICK_S = 1.0
+"""Seconds between checks for a reload requested by another worker."""
+
 logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the application, whose lifespan loads the model the settings select."""
-    metrics = ServiceMetrics()
+    metrics = ServiceMetrics(shared_dir=multiprocess_dir())
+    models = ModelManager(settings, metrics, settings.runtime_dir)
     app = FastAPI(
         title="Watch-time ranking service",
         description=DESCRIPTION,
@@ -46,7 +52,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.ranking_service = None
+    app.state.model_manager = models
+    app.state.ranking_service = RankingService(models, settings.max_candidates, metrics)
+    app.state.openapi_model = None
 
     install_error_handlers(app)
     # Added last, so it runs outermost and also counts the generic 500s.
@@ -65,26 +73,47 @@ def create_app_from_env() -> FastAPI:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    models: ModelManager = app.state.model_manager
+    metrics: ServiceMetrics = app.state.metrics
     logger.info("starting with settings %s", settings.model_dump(mode="json"))
     try:
-        model = await anyio.to_thread.run_sync(load_configured_model, settings)
+        model = await anyio.to_thread.run_sync(models.load_initial)
     except ModelLoadError as error:
         logger.error("cannot start: %s", error)
         raise
 
-    metrics: ServiceMetrics = app.state.metrics
-    metrics.model_info.labels(model.name, str(model.version)).set(1)
-    app.state.ranking_service = RankingService(model, settings.max_candidates, metrics)
+    metrics.onnxruntime_threads.labels("intra_op").set(settings.intra_op_threads)
+    metrics.onnxruntime_threads.labels("inter_op").set(1)
     logger.info(
         "ready to serve model %s version %s from %s",
         model.name,
         model.version,
         model.location.directory,
     )
-    yield
+    async with anyio.create_task_group() as tasks:
+        if settings.reload_interval_s > 0 or settings.runtime_dir is not None:
+            tasks.start_soon(watch_repository, models, settings.reload_interval_s)
+        yield
+        tasks.cancel_scope.cancel()
 
     logger.info("shutting down")
-    app.state.ranking_service = None
+    metrics.forget_this_process()
+
+
+async def watch_repository(models: ModelManager, interval_s: float) -> None:
+    """Reload on schedule, and at once when another worker asks for it.
+
+    The generation file is checked every tick, a cheap stat, so a reload
+    requested from one worker reaches the others within a tick.
+    """
+    tick_s = min(RELOAD_TICK_S, interval_s) if interval_s > 0 else RELOAD_TICK_S
+    next_poll = time.monotonic() + interval_s
+    while True:
+        await anyio.sleep(tick_s)
+        due = interval_s > 0 and time.monotonic() >= next_poll
+        if models.poll_generation() or due:
+            await anyio.to_thread.run_sync(models.reload)
+            next_poll = time.monotonic() + interval_s
 
 
 def _package_version() -> str:

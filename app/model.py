@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+import onnx.checker
+import onnx.shape_inference
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from pydantic import ValidationError
@@ -32,6 +35,7 @@ from app.contract import (
 )
 from app.encoding import FeatureEncoder, Tensors
 from app.errors import InvalidFeature, ModelLoadError
+from app.linear import linear_logit
 from app.schemas import RankRequest
 from app.settings import Settings
 
@@ -101,10 +105,16 @@ class RankingModel:
     def version(self) -> int:
         return self.location.version
 
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Return the names of the graph's outputs, in graph order."""
+        return tuple(o.name for o in self._session.get_outputs())
+
     def predict(self, tensors: Tensors) -> dict[str, np.ndarray]:
-        """Run the graph once and return `logit` and `expected_watch_time_s`."""
-        outputs = self._session.run(list(OUTPUTS), tensors)
-        return dict(zip(OUTPUTS, outputs, strict=True))
+        """Run the graph once and return every output by name."""
+        names = self.output_names
+        outputs = self._session.run(list(names), tensors)
+        return dict(zip(names, outputs, strict=True))
 
 
 def locate_model(
@@ -179,6 +189,7 @@ def load_model(location: ModelLocation, intra_op_threads: int = 1) -> RankingMod
     started = time.perf_counter()
     manifest = read_manifest(location.manifest_path)
     spec = _parse_spec(location.manifest_path, manifest)
+    _check_onnx(location.graph_path)
     session = _open_session(location.graph_path, intra_op_threads)
     _check_graph(location.graph_path, session, spec)
 
@@ -256,6 +267,18 @@ def _parse_spec(path: Path, manifest: dict[str, Any]) -> FeatureSpec:
         raise ModelLoadError(f"{path}: feature_spec lacks the key {error}") from None
     except (TypeError, ValueError) as error:
         raise ModelLoadError(f"{path}: invalid feature_spec: {error}") from None
+
+
+def _check_onnx(path: Path) -> None:
+    """Run the ONNX checker, which rejects graphs onnxruntime might still open."""
+    if not path.is_file():
+        raise ModelLoadError(f"{path} not found")
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+        raise ModelLoadError(f"{path} fails the ONNX checker: {error}") from None
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ModelLoadError(f"{path} cannot be read as ONNX: {error}") from None
 
 
 def _open_session(path: Path, intra_op_threads: int) -> ort.InferenceSession:
@@ -357,9 +380,33 @@ def _replay_one_golden(
     except (ValidationError, InvalidFeature) as error:
         raise ModelLoadError(f"{where} has an invalid request: {error}") from None
 
-    actual = model.predict(batch.tensors) if batch.candidate_total else {}
+    if not batch.candidate_total:
+        raise ModelLoadError(f"{where} has no candidates, so it checks nothing")
+    actual = model.predict(batch.tensors)
     for name in OUTPUTS:
         _compare_golden_output(where, name, actual.get(name), expected[name])
+    if "linear" in model.manifest:
+        _compare_linear(where, model, batch.tensors, actual[LOGIT_OUTPUT])
+
+
+def _compare_linear(
+    where: str, model: RankingModel, tensors: Tensors, graph_logit: np.ndarray
+) -> None:
+    """Compare the graph with exp(Wx + b) computed in numpy from the manifest."""
+    try:
+        numpy_logit = linear_logit(model.spec, model.manifest["linear"], tensors)
+    except (KeyError, IndexError, TypeError, ValueError) as error:
+        raise ModelLoadError(
+            f"{where}: the linear parameters cannot be evaluated: {error!r}"
+        ) from None
+
+    relative = np.abs(np.exp(graph_logit.astype(np.float64) - numpy_logit) - 1.0)
+    if relative.max() > GOLDEN_RTOL:
+        raise ModelLoadError(
+            f"{where}: the graph's exp(logit) differs from exp(Wx + b) computed "
+            f"from the manifest's linear parameters by {relative.max():.3g} "
+            f"relative, more than {GOLDEN_RTOL:g}"
+        )
 
 
 def _compare_golden_output(

@@ -1,19 +1,43 @@
-"""Ranking of one request's candidates by expected watch time, without HTTP."""
+"""Ranking of one request's candidates by expected watch time, without HTTP.
+
+A ranking runs five timed stages: decode the JSON body, build the feature
+tensors, run the model, sort, and encode the JSON response. The model is read
+once at the start, so a hot reload never mixes two versions in one ranking.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import orjson
+from pydantic import ValidationError
 
 from app.contract import LOGIT_OUTPUT, WATCH_TIME_OUTPUT, category_id
-from app.errors import DuplicateCandidate, TooManyCandidates
-from app.metrics import ServiceMetrics
+from app.errors import (
+    DuplicateCandidate,
+    ModelNotReady,
+    ServiceError,
+    TooManyCandidates,
+)
+from app.logging import bind_request_context
+from app.metrics import ServiceMetrics, observe_many
 from app.model import RankingModel
+from app.model_manager import ModelManager
 from app.schemas import Candidate, CandidateId, RankRequest
+from app.validation import invalid_request
+
+CLICK_PROBABILITY_OUTPUT = "click_probability"
+
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 logger = logging.getLogger(__name__)
 
@@ -26,26 +50,63 @@ class RankedCandidate:
     rank: int
     expected_watch_time_s: float
     logit: float
+    click_probability: float | None = None
+
+
+@dataclass(frozen=True)
+class RankOutcome:
+    """A finished ranking: the model that scored it and the encoded response."""
+
+    request_id: str
+    model: RankingModel
+    body: bytes
 
 
 class RankingService:
-    """Scores a request's candidates with the model and sorts them.
+    """Scores a request's candidates with the served model and sorts them.
 
     The service owns no HTTP concepts: it raises `ServiceError` subclasses,
     which carry their status code for the HTTP layer.
     """
 
     def __init__(
-        self, model: RankingModel, max_candidates: int, metrics: ServiceMetrics
+        self, models: ModelManager, max_candidates: int, metrics: ServiceMetrics
     ) -> None:
-        self.model = model
+        self.models = models
         self.max_candidates = max_candidates
         self.metrics = metrics
 
-    def rank(self, request: RankRequest) -> list[RankedCandidate]:
+    def rank_json(self, body: bytes, header_request_id: str | None) -> RankOutcome:
+        """Rank a JSON request body and return the JSON response body.
+
+        Errors raised after the request id is known carry it in `request_id`.
+        """
+        model = self.models.current
+        if model is None:
+            raise ModelNotReady(
+                "the model is not loaded yet, so retry when /readyz returns 200"
+            )
+
+        with self._stage("decode"):
+            request = decode_request(body)
+        request_id = choose_request_id(request.request_id, header_request_id)
+        bind_request_context(request_id, f"{model.name}/{model.version}")
+
+        try:
+            ranking = self.rank(model, request)
+        except ServiceError as error:
+            error.request_id = request_id
+            raise
+
+        with self._stage("encode"):
+            content = encode_response(request_id, model, ranking)
+        logger.debug("ranked %d candidates", len(request.candidates))
+        return RankOutcome(request_id, model, content)
+
+    def rank(self, model: RankingModel, request: RankRequest) -> list[RankedCandidate]:
         """Return the candidates sorted by expected watch time, highest first.
 
-        Ties keep the request's order. The list contains `top_k` items when the
+        Ties keep the request's order. The list holds `top_k` items when the
         request sets it. An empty candidate list returns an empty ranking
         without running the model.
         """
@@ -54,11 +115,12 @@ class RankingService:
         if not request.candidates:
             return []
 
-        outputs = self._score(request)
+        outputs = self._score(model, request)
 
-        started = time.perf_counter()
-        ranking = _sort(request.candidates, outputs, request.top_k)
-        self._observe_stage("sort", started)
+        with self._stage("sort"):
+            ranking = _sort(request.candidates, outputs, request.top_k)
+        served = np.fromiter((r.expected_watch_time_s for r in ranking), np.float64)
+        observe_many(self.metrics.predicted_watch_time, served)
         return ranking
 
     def _check_candidates(self, candidates: list[Candidate]) -> None:
@@ -72,21 +134,68 @@ class RankingService:
             )
         _check_unique_ids(candidates)
 
-    def _score(self, request: RankRequest) -> dict[str, np.ndarray]:
-        started = time.perf_counter()
-        batch = self.model.encoder.encode([request])
-        self._observe_stage("encode", started)
+    def _score(
+        self, model: RankingModel, request: RankRequest
+    ) -> dict[str, np.ndarray]:
+        with self._stage("features"):
+            batch = model.encoder.encode([request])
         if batch.unknown_features:
             self.metrics.unknown_features.inc(batch.unknown_features)
             logger.debug("ignored %d unknown feature values", batch.unknown_features)
 
-        started = time.perf_counter()
-        outputs = self.model.predict(batch.tensors)
-        self._observe_stage("predict", started)
+        with self._stage("inference"):
+            outputs = model.predict(batch.tensors)
+        self.metrics.batch_rows.observe(batch.candidate_total)
         return outputs
 
-    def _observe_stage(self, stage: str, started: float) -> None:
-        self.metrics.stage_duration.labels(stage).observe(time.perf_counter() - started)
+    @contextmanager
+    def _stage(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        elapsed = time.perf_counter() - started
+        self.metrics.stage_duration.labels(stage).observe(elapsed)
+
+
+def decode_request(body: bytes) -> RankRequest:
+    """Parse and validate a `/v1/rank` body; raise InvalidRequest naming the field."""
+    try:
+        return RankRequest.model_validate_json(body)
+    except ValidationError as error:
+        raise invalid_request(error.errors()) from None
+
+
+def choose_request_id(body_request_id: str | None, header: str | None) -> str:
+    """Return the body's request id, else a valid header value, else a new one."""
+    if body_request_id:
+        return body_request_id
+    if header and _REQUEST_ID.fullmatch(header):
+        return header
+    return uuid.uuid4().hex
+
+
+def encode_response(
+    request_id: str, model: RankingModel, ranking: list[RankedCandidate]
+) -> bytes:
+    """Serialise the `/v1/rank` response body."""
+    items = [_item(candidate) for candidate in ranking]
+    body = {
+        "request_id": request_id,
+        "model": {"name": model.name, "version": model.version},
+        "items": items,
+    }
+    return orjson.dumps(body)
+
+
+def _item(candidate: RankedCandidate) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": candidate.id,
+        "rank": candidate.rank,
+        "expected_watch_time_s": candidate.expected_watch_time_s,
+        "logit": candidate.logit,
+    }
+    if candidate.click_probability is not None:
+        item["click_probability"] = candidate.click_probability
+    return item
 
 
 def _check_unique_ids(candidates: list[Candidate]) -> None:
@@ -117,6 +226,7 @@ def _sort(
 ) -> list[RankedCandidate]:
     watch_times = outputs[WATCH_TIME_OUTPUT]
     logits = outputs[LOGIT_OUTPUT]
+    click_probabilities = outputs.get(CLICK_PROBABILITY_OUTPUT)
 
     # A stable sort of the negated scores puts ties in request order.
     order = np.argsort(-watch_times, kind="stable")[:top_k]
@@ -126,6 +236,9 @@ def _sort(
             rank=rank,
             expected_watch_time_s=float(watch_times[row]),
             logit=float(logits[row]),
+            click_probability=(
+                None if click_probabilities is None else float(click_probabilities[row])
+            ),
         )
         for rank, row in enumerate(order.tolist(), start=1)
     ]

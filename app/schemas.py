@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from pydantic_core import PydanticCustomError
 
 from app.contract import category_id
@@ -50,7 +50,7 @@ class Candidate(BaseModel):
     @classmethod
     def _check_id(cls, value: Any) -> Any:
         if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH:
-            return value
+            return _encodable(value)
         if isinstance(value, int) and not isinstance(value, bool) and _is_id(value):
             return value
         raise PydanticCustomError(
@@ -59,6 +59,16 @@ class Candidate(BaseModel):
             "or an integer in [0, 2**62)",
             {"max_length": MAX_ID_LENGTH},
         )
+
+
+def _encodable(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PydanticCustomError(
+            "candidate_id", "Input should be valid Unicode, without lone surrogates"
+        ) from None
+    return value
 
 
 def _is_id(value: int) -> bool:
@@ -88,7 +98,7 @@ class RankRequest(BaseModel):
         "shared by all candidates.",
     )
     candidates: list[Candidate] = Field(description="Videos to rank.")
-    top_k: int | None = Field(
+    top_k: StrictInt | None = Field(
         default=None, ge=1, description="Number of items to return, all if omitted."
     )
 
@@ -109,6 +119,11 @@ class RankedItem(BaseModel):
         description="exp(logit), the expected watch time in seconds."
     )
     logit: float = Field(description="Wx + b of the weighted logistic regression.")
+    click_probability: float | None = Field(
+        default=None,
+        description="Click probability, sent only by models with a click head; "
+        "their expected watch time is exp(logit) * (1 - click_probability).",
+    )
 
 
 class RankResponse(BaseModel):
@@ -152,6 +167,10 @@ class ModelDescription(BaseModel):
     features: list[FeatureDescription]
     outputs: list[OutputDescription]
     metrics: dict[str, Any]
+    worker_pid: int = Field(
+        description="Process id of the worker that answered; each worker "
+        "serves its own copy of the model."
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -169,3 +188,11 @@ class ErrorResponse(BaseModel):
     """Body of every error response."""
 
     error: ErrorDetail
+
+
+class ReloadResponse(BaseModel):
+    """Result of `POST /v1/admin/reload` and the model served afterwards."""
+
+    result: str = Field(description="`loaded` or `unchanged`.")
+    name: str | None
+    version: int | None

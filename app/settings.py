@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.errors import SettingsError
@@ -55,6 +55,18 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
     """Level of the service and server logs, one of LOG_LEVELS in any case."""
+
+    log_format: Literal["text", "json"] = "text"
+    """Log record format: plain `text` lines or one JSON object per line."""
+
+    reload_interval_s: float = Field(default=10.0, ge=0)
+    """Seconds between checks of the model repository for a new version; 0 = off."""
+
+    admin_token: SecretStr | None = Field(default=None, min_length=16)
+    """Bearer token of the admin endpoints, at least 16 characters; unset = off."""
+
+    runtime_dir: Path | None = None
+    """Directory the workers of one server share; `watchtime serve` makes one."""
 
     @field_validator("log_level")
     @classmethod

@@ -16,7 +16,7 @@ def test_serving_code_never_imports_the_trainer(model_repository):
         f"settings = load_settings(model_repository={str(model_repository)!r})\n"
         "app.main.create_app(settings)\n"
         "load_configured_model(settings)\n"
-        "heavy = {'trainer', 'sklearn', 'scipy', 'pandas', 'onnx'}\n"
+        "heavy = {'trainer', 'sklearn', 'scipy', 'pandas'}\n"
         "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
     )
 

@@ -121,8 +121,8 @@ def test_metrics_time_ranking_stages(client, small_request):
 
     samples = scrape(client)
 
-    name = "watchtime_ranking_stage_duration_seconds_count"
-    for stage in ("encode", "predict", "sort"):
+    name = "watchtime_stage_duration_seconds_count"
+    for stage in ("decode", "features", "inference", "sort", "encode"):
         assert sample(samples, name, stage=stage) >= 1, stage
 
 
@@ -145,7 +145,7 @@ def test_metrics_label_unknown_path_as_other(client):
 
 
 def test_unknown_path_returns_error_shape(client):
-    response = client.get("/v2/rank")
+    response = client.get("/v1/unknown")
 
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "not_found"

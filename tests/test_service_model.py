@@ -217,5 +217,28 @@ def test_load_model_rejects_corrupted_graph(repository_copy):
     graph = repository_copy / "watchtime" / "1" / "model.onnx"
     graph.write_bytes(b"not a protobuf")
 
-    with pytest.raises(ModelLoadError, match="cannot be opened by onnxruntime"):
+    with pytest.raises(ModelLoadError, match="model.onnx fails the ONNX checker"):
+        load_copy(repository_copy)
+
+
+def test_load_model_rejects_linear_parameter_mismatch(repository_copy):
+    def shift_bias(manifest: dict[str, Any]) -> None:
+        manifest["linear"]["bias"] += 0.01
+
+    path = edit_manifest(repository_copy / "watchtime" / "1", shift_bias)
+
+    with pytest.raises(ModelLoadError) as raised:
+        load_copy(repository_copy)
+
+    assert f"{path}: golden[0]" in str(raised.value)
+    assert "linear parameters" in str(raised.value)
+
+
+def test_load_model_rejects_malformed_linear_parameters(repository_copy):
+    def drop_weights(manifest: dict[str, Any]) -> None:
+        del manifest["linear"]["weights"]["video_id"]
+
+    edit_manifest(repository_copy / "watchtime" / "1", drop_weights)
+
+    with pytest.raises(ModelLoadError, match="cannot be evaluated"):
         load_copy(repository_copy)

@@ -2,10 +2,11 @@
 
 from fastapi import APIRouter
 
-from app.routes import health, metrics, model, rank
+from app.routes import admin, health, metrics, model, rank
 
 router = APIRouter()
 router.include_router(rank.router)
 router.include_router(model.router)
 router.include_router(health.router)
 router.include_router(metrics.router)
+router.include_router(admin.router)

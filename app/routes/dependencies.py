@@ -6,19 +6,41 @@ from fastapi import Request
 
 from app.errors import ModelNotReady
 from app.metrics import ServiceMetrics
+from app.model import RankingModel
+from app.model_manager import ModelManager
 from app.ranking import RankingService
 
 
 def get_ranking_service(request: Request) -> RankingService:
     """Return the ranking service, or raise ModelNotReady before it is loaded."""
     service: RankingService | None = request.app.state.ranking_service
-    if service is None:
-        raise ModelNotReady(
-            "the model is not loaded yet, so retry when /readyz returns 200"
-        )
+    if service is None or service.models.current is None:
+        raise _not_ready()
     return service
+
+
+def get_model_manager(request: Request) -> ModelManager:
+    """Return the model manager of the application."""
+    return request.app.state.model_manager
+
+
+def get_current_model(request: Request) -> RankingModel:
+    """Return the served model, or raise ModelNotReady before it is loaded.
+
+    Read it once per request: a reload may replace it between two reads.
+    """
+    model = request.app.state.model_manager.current
+    if model is None:
+        raise _not_ready()
+    return model
 
 
 def get_metrics(request: Request) -> ServiceMetrics:
     """Return the metrics of the application."""
     return request.app.state.metrics
+
+
+def _not_ready() -> ModelNotReady:
+    return ModelNotReady(
+        "the model is not loaded yet, so retry when /readyz returns 200"
+    )

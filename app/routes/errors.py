@@ -7,29 +7,28 @@ and unexpected exceptions, which return no exception text.
 
 from __future__ import annotations
 
+import json
 import logging
 from http import HTTPStatus
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import InvalidRequest, ServiceError, describe_value
+from app.errors import ServiceError
 from app.metrics import (
-    ENDPOINTS,
-    OTHER_ENDPOINT,
     ASGIApp,
     Message,
     Receive,
     Scope,
     Send,
+    ServiceMetrics,
+    endpoint_label,
 )
+from app.validation import invalid_request
 
 REQUEST_ID_HEADER = "X-Request-ID"
-MAX_LISTED_PROBLEMS = 5
-"""Validation problems listed in one message; the rest are only counted."""
 
 logger = logging.getLogger(__name__)
 
@@ -42,28 +41,47 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_middleware(UnhandledErrorMiddleware)
 
 
-def error_response(error: ServiceError, request_id: str | None = None) -> JSONResponse:
+class AsciiJSONResponse(JSONResponse):
+    """JSON response with every non-ASCII character escaped.
+
+    Error messages can quote what a client sent, including a lone surrogate
+    that has no UTF-8 encoding; as a `\\ud800` escape it is still valid JSON.
+    """
+
+    def render(self, content: object) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def error_response(
+    error: ServiceError, request_id: str | None = None
+) -> AsciiJSONResponse:
     """Return the JSON response of a service error."""
     headers = {REQUEST_ID_HEADER: request_id} if request_id else None
-    return JSONResponse(
+    return AsciiJSONResponse(
         {"error": error.to_dict()}, status_code=error.status_code, headers=headers
     )
 
 
 async def _handle_service_error(request: Request, error: ServiceError) -> JSONResponse:
-    return error_response(error, getattr(request.state, "request_id", None))
+    count_rejection(request.app.state.metrics, error)
+    request_id = error.request_id or getattr(request.state, "request_id", None)
+    # The message can quote request values, so only the type is logged.
+    logger.warning("request failed with %s %s", error.status_code, error.error_type)
+    return error_response(error, request_id)
+
+
+def count_rejection(metrics: ServiceMetrics, error: ServiceError) -> None:
+    """Count a rejected request as invalid input or as refused by the service."""
+    if 400 <= error.status_code < 500 and error.status_code != 429:
+        metrics.invalid_inputs.labels(error.error_type).inc()
+    else:
+        metrics.rejected_requests.labels(error.error_type).inc()
 
 
 async def _handle_validation_error(
     request: Request, error: RequestValidationError
 ) -> JSONResponse:
-    problems = [_describe_problem(detail) for detail in error.errors()]
-    message = "; ".join(message for message, _, _ in problems[:MAX_LISTED_PROBLEMS])
-    if len(problems) > MAX_LISTED_PROBLEMS:
-        message += f"; and {len(problems) - MAX_LISTED_PROBLEMS} more problems"
-
-    _, field, value = problems[0]
-    return error_response(InvalidRequest(message, field=field, value=value))
+    return await _handle_service_error(request, invalid_request(error.errors()))
 
 
 async def _handle_http_exception(
@@ -77,36 +95,6 @@ async def _handle_http_exception(
         }
     }
     return JSONResponse(body, status_code=error.status_code, headers=error.headers)
-
-
-def _describe_problem(detail: dict[str, Any]) -> tuple[str, str, Any]:
-    """Return the message, the field path and the value of one pydantic error."""
-    location = list(detail.get("loc", ()))
-    if location and location[0] == "body":
-        location = location[1:]
-    path = _format_path(location) or "body"
-
-    if detail.get("type") == "json_invalid":
-        reason = detail.get("ctx", {}).get("error", "invalid JSON")
-        position = location[0] if location else "?"
-        message = f"the body is not valid JSON: {reason} at character {position}"
-        return message, "body", None
-    if detail.get("type") == "missing":
-        return f"{path} is missing", path, None
-
-    value = detail.get("input")
-    message = f"{path} is invalid: {detail.get('msg')}, got {describe_value(value)}"
-    return message, path, value
-
-
-def _format_path(location: list[Any]) -> str:
-    path = ""
-    for part in location:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path
 
 
 class UnhandledErrorMiddleware:
@@ -139,7 +127,7 @@ class UnhandledErrorMiddleware:
         except Exception:
             if response_started:
                 raise
-            endpoint = ENDPOINTS.get(scope["path"], OTHER_ENDPOINT)
+            endpoint = endpoint_label(scope["path"])
             logger.exception("unexpected error on endpoint %s", endpoint)
             response = error_response(ServiceError("internal server error"))
             await response(scope, receive, send)

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from app.ranking import RankingService
-from app.routes.dependencies import get_ranking_service
+from app.model import RankingModel
+from app.routes.dependencies import get_current_model
 from app.schemas import ErrorResponse
 
 router = APIRouter(tags=["operations"])
@@ -21,8 +21,7 @@ def check_alive() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"model": ErrorResponse}})
 def check_ready(
-    service: Annotated[RankingService, Depends(get_ranking_service)],
+    model: Annotated[RankingModel, Depends(get_current_model)],
 ) -> dict[str, object]:
     """Return 200 once the model is loaded and its golden replay passed."""
-    model = service.model
     return {"status": "ready", "model": {"name": model.name, "version": model.version}}

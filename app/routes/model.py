@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
 from app.contract import LOGIT_OUTPUT, WATCH_TIME_OUTPUT
-from app.ranking import RankingService
-from app.routes.dependencies import get_ranking_service
+from app.model import RankingModel
+from app.ranking import CLICK_PROBABILITY_OUTPUT, RankingService
+from app.routes.dependencies import get_current_model, get_ranking_service
 from app.schemas import (
     ErrorResponse,
     FeatureDescription,
@@ -18,20 +20,12 @@ from app.schemas import (
 
 router = APIRouter(tags=["model"])
 
-OUTPUT_DESCRIPTIONS = (
-    OutputDescription(
-        name=LOGIT_OUTPUT,
-        dtype="float32",
-        description="Wx + b of the weighted logistic regression.",
-    ),
-    OutputDescription(
-        name=WATCH_TIME_OUTPUT,
-        dtype="float32",
-        description="exp(logit): the odds of the weighted logistic regression, "
-        "which estimate the expected watch time in seconds. Items are ranked "
-        "by it.",
-    ),
-)
+OUTPUT_DESCRIPTIONS = {
+    LOGIT_OUTPUT: "Wx + b of the weighted logistic regression.",
+    WATCH_TIME_OUTPUT: "Expected watch time in seconds, by which items are ranked: "
+    "exp(logit), or exp(logit) * (1 - click_probability) with a click head.",
+    CLICK_PROBABILITY_OUTPUT: "Probability that the candidate is clicked.",
+}
 
 
 @router.get(
@@ -41,9 +35,9 @@ OUTPUT_DESCRIPTIONS = (
 )
 def describe_model(
     service: Annotated[RankingService, Depends(get_ranking_service)],
+    model: Annotated[RankingModel, Depends(get_current_model)],
 ) -> ModelDescription:
     """Describe the served model and the features a request can send."""
-    model = service.model
     manifest = model.manifest
     return ModelDescription(
         name=model.name,
@@ -63,6 +57,14 @@ def describe_model(
             )
             for f in model.spec.features
         ],
-        outputs=list(OUTPUT_DESCRIPTIONS),
+        outputs=[
+            OutputDescription(
+                name=name,
+                dtype="float32",
+                description=OUTPUT_DESCRIPTIONS.get(name, "Output of the graph."),
+            )
+            for name in model.output_names
+        ],
+        worker_pid=os.getpid(),
         metrics=manifest.get("metrics") or {},
     )

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app.contract import FeatureSpec
+from app.schemas import RankRequest
 
 RANK_PATH = "/v1/rank"
 
@@ -16,9 +17,11 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     """Return the OpenAPI document, with the model's example once it is loaded.
 
     Before the model is loaded the document keeps the schema's static example
-    and is not cached, so a later call picks up the model's example.
+    and is not cached. The cache is rebuilt when a reload changes the model.
     """
-    if app.openapi_schema:
+    model = app.state.model_manager.current
+    served = (model.name, model.version) if model else None
+    if app.openapi_schema and app.state.openapi_model == served:
         return app.openapi_schema
 
     document = get_openapi(
@@ -27,20 +30,28 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         description=app.description,
         routes=app.routes,
     )
-    service = app.state.ranking_service
-    if service is None:
+    _add_request_schema(document)
+    if model is None:
         return document
 
     body = document["paths"][RANK_PATH]["post"]["requestBody"]
     body["content"]["application/json"]["examples"] = {
         "model": {
-            "summary": f"Features of {service.model.name} "
-            f"version {service.model.version}",
-            "value": example_rank_request(service.model.spec),
+            "summary": f"Features of {model.name} version {model.version}",
+            "value": example_rank_request(model.spec),
         }
     }
     app.openapi_schema = document
+    app.state.openapi_model = served
     return document
+
+
+def _add_request_schema(document: dict[str, Any]) -> None:
+    # The route reads raw bytes, so FastAPI does not collect the body model.
+    schema = RankRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(schema.pop("$defs", {}))
+    schemas["RankRequest"] = schema
 
 
 def example_rank_request(spec: FeatureSpec) -> dict[str, Any]:
