@@ -27,7 +27,7 @@ test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[train,test]'
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	sh scripts/install-test-tools.sh && $(BIN)/python -m pytest
 
 model: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[train]'
