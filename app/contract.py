@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,19 +85,24 @@ def category_ids(values: list[Any]) -> np.ndarray:
     return np.fromiter((category_id(v) for v in values), np.int64, len(values))
 
 
-def id_list_matrix(lists: list[list[Any]], max_length: int) -> np.ndarray:
+def id_list_matrix(
+    lists: list[list[Any]],
+    max_length: int,
+    to_ids: Callable[[list[Any]], np.ndarray] = category_ids,
+) -> np.ndarray:
     """Pack id lists into an int64 matrix padded with PADDING_ID.
 
     Each list keeps its first `max_length` entries, which by convention are
-    the most recent ones. The matrix has at least one column so that an empty
-    batch of lists still has a valid shape.
+    the most recent ones. `to_ids` maps a list to ids: `category_ids` unless
+    the caller has a faster equivalent. The matrix has at least one column, so
+    that an empty batch of lists still has a valid shape.
     """
     width = max(1, min(max_length, max((len(ids) for ids in lists), default=0)))
     matrix = np.full((len(lists), width), PADDING_ID, dtype=np.int64)
 
     for row, ids in enumerate(lists):
         kept = ids[:width]
-        matrix[row, : len(kept)] = category_ids(kept)
+        matrix[row, : len(kept)] = to_ids(kept)
     return matrix
 
 

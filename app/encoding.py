@@ -24,16 +24,46 @@ from app.contract import (
     category_ids,
     id_list_matrix,
 )
+from app.decoding import ParsedRequest, candidate_features
 from app.errors import InvalidFeature, describe_value
-from app.schemas import Candidate, RankRequest
 
 Tensors = dict[str, np.ndarray]
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _NUMBER_TYPES = (int, float)
 
+STRING_ID_CACHE_SIZE = 1 << 18
+"""Strings whose ids are remembered; the cache is emptied when it is full."""
+
 Locate = Callable[[int], str]
 """Function from a row of a column to the field path of its value."""
+
+
+class _StringIds(dict[str, int]):
+    """Ids of strings seen before, so a repeated id costs one dict lookup."""
+
+    def __missing__(self, text: str) -> int:
+        if len(self) >= STRING_ID_CACHE_SIZE:
+            self.clear()
+        value = self[text] = category_id(text)
+        return value
+
+
+_string_ids = _StringIds()
+
+
+def string_aware_ids(values: list[Any]) -> np.ndarray:
+    """Map categorical values to ids like `category_ids`, with strings cached.
+
+    Only exact `str` values go through the cache: `True == 1` and `1.0 == 1`
+    as dict keys, so other types always take `category_id`, which rejects them.
+    """
+    ids = _string_ids
+    return np.fromiter(
+        (ids[v] if type(v) is str else category_id(v) for v in values),
+        np.int64,
+        len(values),
+    )
 
 
 @dataclass(frozen=True)
@@ -70,12 +100,13 @@ class FeatureEncoder:
         }
         self._check_defaults()
 
-    def encode(self, requests: Sequence[RankRequest]) -> EncodedBatch:
+    def encode(self, requests: Sequence[ParsedRequest]) -> EncodedBatch:
         """Encode a batch of requests, where one request is a batch of one.
 
         Raises InvalidFeature naming the field path of the first invalid value.
         """
         candidates = [c for request in requests for c in request.candidates]
+        feature_values = [candidate_features(c) for c in candidates]
         counts = tuple(len(request.candidates) for request in requests)
         tensors: Tensors = {CANDIDATE_REQUEST_INPUT: _candidate_request(counts)}
 
@@ -85,15 +116,14 @@ class FeatureEncoder:
             tensors[feature.name] = self._encode_column(feature, values, locate)
 
         for feature in self._candidate_features:
-            values = _candidate_values(feature, candidates)
+            values = _candidate_values(feature, candidates, feature_values)
             locate = _candidate_locator(feature, requests, candidates)
             tensors[feature.name] = self._encode_column(feature, values, locate)
 
-        self._check_placement(requests)
-        unknown = self._count_unknown(requests, candidates)
+        unknown = self._count_unknown(requests, feature_values)
         return EncodedBatch(tensors, counts, unknown)
 
-    def _check_placement(self, requests: Sequence[RankRequest]) -> None:
+    def _check_placement(self, requests: Sequence[ParsedRequest]) -> None:
         """Reject a known feature sent on the wrong side of the request.
 
         Ignoring it, as an unknown name is, would rank with its default and
@@ -109,12 +139,13 @@ class FeatureEncoder:
                     value=request.context[name],
                 )
             for position, candidate in enumerate(request.candidates):
-                for name in candidate.features.keys() & self._context_names:
+                features = candidate_features(candidate)
+                for name in features.keys() & self._context_names:
                     path = f"{prefix}candidates[{position}].features.{name}"
                     raise InvalidFeature(
                         f"{path} is a context feature; send it once in context",
                         field=path,
-                        value=candidate.features[name],
+                        value=features[name],
                     )
 
     def _encode_column(
@@ -127,15 +158,29 @@ class FeatureEncoder:
         return _id_list_column(feature, values, locate, self._max_lengths)
 
     def _count_unknown(
-        self, requests: Sequence[RankRequest], candidates: list[Candidate]
+        self, requests: Sequence[ParsedRequest], feature_values: list[dict[str, Any]]
     ) -> int:
+        """Return how many values have names the model does not read.
+
+        The union of all names is built at C speed; the loops over candidates
+        run only when it holds a name that is not a candidate feature.
+        """
+        context_names = set().union(*(r.context.keys() for r in requests))
+        candidate_names = set().union(*feature_values)
+        if (
+            context_names <= self._context_names
+            and candidate_names <= self._candidate_names
+        ):
+            return 0
+
+        self._check_placement(requests)
         in_context = sum(
             1 for r in requests for name in r.context if name not in self._context_names
         )
         in_candidates = sum(
             1
-            for c in candidates
-            for name in c.features
+            for values in feature_values
+            for name in values
             if name not in self._candidate_names
         )
         return in_context + in_candidates
@@ -179,14 +224,22 @@ def _given_or_default(values: dict[str, Any], feature: Feature) -> Any:
     return feature.default if value is None else value
 
 
-def _candidate_values(feature: Feature, candidates: list[Candidate]) -> list[Any]:
-    sent = [c.features.get(feature.name) for c in candidates]
+def _candidate_values(
+    feature: Feature,
+    candidates: list[dict[str, Any]],
+    feature_values: list[dict[str, Any]],
+) -> list[Any]:
+    name = feature.name
+    sent = [values.get(name) for values in feature_values]
     if feature.value_from_id:
         return [
-            c.id if value is None else value
+            c["id"] if value is None else value
             for value, c in zip(sent, candidates, strict=True)
         ]
-    return [feature.default if value is None else value for value in sent]
+    default = feature.default
+    if None not in sent:
+        return sent
+    return [default if value is None else value for value in sent]
 
 
 def _context_locator(feature: Feature, request_count: int) -> Locate:
@@ -197,14 +250,16 @@ def _context_locator(feature: Feature, request_count: int) -> Locate:
 
 
 def _candidate_locator(
-    feature: Feature, requests: Sequence[RankRequest], candidates: list[Candidate]
+    feature: Feature,
+    requests: Sequence[ParsedRequest],
+    candidates: list[dict[str, Any]],
 ) -> Locate:
     def locate(row: int) -> str:
         # Runs only for an invalid value, so the offsets are computed here.
         offsets = np.cumsum([len(r.candidates) for r in requests])
         request_index = int(np.searchsorted(offsets, row, side="right"))
         first_row = int(offsets[request_index - 1]) if request_index else 0
-        candidate_id = json.dumps(candidates[row].id)
+        candidate_id = json.dumps(candidates[row]["id"])
         return (
             _request_prefix(request_index, len(requests))
             + f"candidates[{row - first_row}] (id {candidate_id})"
@@ -243,7 +298,7 @@ def _categorical_column(
     feature: Feature, values: list[Any], locate: Locate
 ) -> np.ndarray:
     try:
-        return category_ids(values)
+        return string_aware_ids(values)
     except (TypeError, ValueError):
         row = _first_invalid_id(values)
         raise _invalid(feature, locate(row), values[row]) from None
@@ -261,7 +316,7 @@ def _id_list_column(
 
     max_length = max_lengths[feature.name]
     try:
-        return id_list_matrix(values, max_length)
+        return id_list_matrix(values, max_length, string_aware_ids)
     except (TypeError, ValueError):
         row = next(
             i for i, ids in enumerate(values) if _has_invalid_id(ids[:max_length])

@@ -17,10 +17,12 @@ import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 
+from app.batching import Batcher
 from app.errors import ModelLoadError
 from app.metrics import RequestMetricsMiddleware, ServiceMetrics, multiprocess_dir
 from app.model_manager import ModelManager
 from app.ranking import RankingService
+from app.resources import available_cpus
 from app.routes import router
 from app.routes.errors import install_error_handlers
 from app.routes.openapi import build_openapi
@@ -82,8 +84,23 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.error("cannot start: %s", error)
         raise
 
-    metrics.onnxruntime_threads.labels("intra_op").set(settings.intra_op_threads)
+    threads = models.intra_op_threads
+    metrics.onnxruntime_threads.labels("intra_op").set(threads)
     metrics.onnxruntime_threads.labels("inter_op").set(1)
+    logger.info(
+        "onnxruntime uses %d intra-op and 1 inter-op thread per worker, "
+        "from %.2f available cores and %d workers",
+        threads,
+        available_cpus(),
+        settings.workers,
+    )
+    service: RankingService = app.state.ranking_service
+    if settings.batching:
+        service.batcher = Batcher(
+            settings.batch_max_rows,
+            settings.batch_max_delay_ms / 1000,
+            metrics.batch_rows.observe,
+        )
     logger.info(
         "ready to serve model %s version %s from %s",
         model.name,
@@ -97,6 +114,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks.cancel_scope.cancel()
 
     logger.info("shutting down")
+    if service.batcher is not None:
+        service.batcher.close()
     metrics.forget_this_process()
 
 

@@ -33,6 +33,7 @@ from app.contract import (
     FeatureSpec,
     tensor_dtype,
 )
+from app.decoding import ParsedRequest, parse_request_object
 from app.encoding import FeatureEncoder, Tensors
 from app.errors import InvalidFeature, ModelLoadError
 from app.linear import linear_logit
@@ -211,7 +212,7 @@ def load_configured_model(settings: Settings) -> RankingModel:
     location = locate_model(
         settings.model_repository, settings.model_name, settings.model_version
     )
-    return load_model(location, settings.intra_op_threads)
+    return load_model(location, settings.resolved_intra_op_threads())
 
 
 def _warn_about_renamed_copy(location: ModelLocation, manifest: dict[str, Any]) -> None:
@@ -287,6 +288,11 @@ def _open_session(path: Path, intra_op_threads: int) -> ort.InferenceSession:
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
+    # Every request has another candidate count, so shapes vary call to call:
+    # a memory pattern planned for one shape does not fit the next, and the
+    # arena keeps its largest allocation forever. Both off keep memory flat.
+    options.enable_mem_pattern = False
+    options.enable_cpu_mem_arena = False
     # Parallelism comes from server workers and concurrent requests, and a
     # linear model has no independent branches worth running in parallel.
     options.inter_op_num_threads = 1
@@ -372,7 +378,7 @@ def _replay_one_golden(
 ) -> None:
     where = f"{path}: golden[{index}]"
     try:
-        request = RankRequest.model_validate(golden["request"])
+        request = parse_golden_request(golden["request"])
         batch = model.encoder.encode([request])
         expected = {name: golden["outputs"][name] for name in OUTPUTS}
     except (KeyError, TypeError) as error:
@@ -387,6 +393,15 @@ def _replay_one_golden(
         _compare_golden_output(where, name, actual.get(name), expected[name])
     if "linear" in model.manifest:
         _compare_linear(where, model, batch.tensors, actual[LOGIT_OUTPUT])
+
+
+def parse_golden_request(document: Any) -> ParsedRequest:
+    """Parse a golden request, with pydantic's error message when it is invalid."""
+    parsed = parse_request_object(document)
+    if parsed is None:
+        RankRequest.model_validate(document)
+        raise TypeError("the request does not have the /v1/rank body shape")
+    return parsed
 
 
 def _compare_linear(

@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 import orjson
-from pydantic import ValidationError
 
-from app.contract import LOGIT_OUTPUT, WATCH_TIME_OUTPUT, category_id
+from app.batching import Batcher
+from app.contract import LOGIT_OUTPUT, WATCH_TIME_OUTPUT
+from app.decoding import ParsedRequest, decode_request
+from app.encoding import string_aware_ids
 from app.errors import (
     DuplicateCandidate,
     ModelNotReady,
@@ -32,25 +34,13 @@ from app.logging import bind_request_context
 from app.metrics import ServiceMetrics, observe_many
 from app.model import RankingModel
 from app.model_manager import ModelManager
-from app.schemas import Candidate, CandidateId, RankRequest
-from app.validation import invalid_request
+from app.schemas import CandidateId
 
 CLICK_PROBABILITY_OUTPUT = "click_probability"
 
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RankedCandidate:
-    """One candidate of a ranking with its scores."""
-
-    id: CandidateId
-    rank: int
-    expected_watch_time_s: float
-    logit: float
-    click_probability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +65,8 @@ class RankingService:
         self.models = models
         self.max_candidates = max_candidates
         self.metrics = metrics
+        self.batcher: Batcher | None = None
+        """Shares onnxruntime calls between requests when batching is on."""
 
     def rank_json(self, body: bytes, header_request_id: str | None) -> RankOutcome:
         """Rank a JSON request body and return the JSON response body.
@@ -103,8 +95,8 @@ class RankingService:
         logger.debug("ranked %d candidates", len(request.candidates))
         return RankOutcome(request_id, model, content)
 
-    def rank(self, model: RankingModel, request: RankRequest) -> list[RankedCandidate]:
-        """Return the candidates sorted by expected watch time, highest first.
+    def rank(self, model: RankingModel, request: ParsedRequest) -> list[dict[str, Any]]:
+        """Return the response items, sorted by expected watch time, highest first.
 
         Ties keep the request's order. The list holds `top_k` items when the
         request sets it. An empty candidate list returns an empty ranking
@@ -118,12 +110,14 @@ class RankingService:
         outputs = self._score(model, request)
 
         with self._stage("sort"):
-            ranking = _sort(request.candidates, outputs, request.top_k)
-        served = np.fromiter((r.expected_watch_time_s for r in ranking), np.float64)
-        observe_many(self.metrics.predicted_watch_time, served)
-        return ranking
+            watch_times = outputs[WATCH_TIME_OUTPUT]
+            # A stable sort of the negated scores puts ties in request order.
+            order = np.argsort(-watch_times, kind="stable")[: request.top_k]
+            items = ranked_items(request.candidates, outputs, order)
+        observe_many(self.metrics.predicted_watch_time, watch_times[order])
+        return items
 
-    def _check_candidates(self, candidates: list[Candidate]) -> None:
+    def _check_candidates(self, candidates: list[dict[str, Any]]) -> None:
         if len(candidates) > self.max_candidates:
             raise TooManyCandidates(
                 f"the request has {len(candidates)} candidates, more than the "
@@ -135,7 +129,7 @@ class RankingService:
         _check_unique_ids(candidates)
 
     def _score(
-        self, model: RankingModel, request: RankRequest
+        self, model: RankingModel, request: ParsedRequest
     ) -> dict[str, np.ndarray]:
         with self._stage("features"):
             batch = model.encoder.encode([request])
@@ -144,6 +138,8 @@ class RankingService:
             logger.debug("ignored %d unknown feature values", batch.unknown_features)
 
         with self._stage("inference"):
+            if self.batcher is not None:
+                return self.batcher.predict(model, batch.tensors, batch.candidate_total)
             outputs = model.predict(batch.tensors)
         self.metrics.batch_rows.observe(batch.candidate_total)
         return outputs
@@ -156,14 +152,6 @@ class RankingService:
         self.metrics.stage_duration.labels(stage).observe(elapsed)
 
 
-def decode_request(body: bytes) -> RankRequest:
-    """Parse and validate a `/v1/rank` body; raise InvalidRequest naming the field."""
-    try:
-        return RankRequest.model_validate_json(body)
-    except ValidationError as error:
-        raise invalid_request(error.errors()) from None
-
-
 def choose_request_id(body_request_id: str | None, header: str | None) -> str:
     """Return the body's request id, else a valid header value, else a new one."""
     if body_request_id:
@@ -174,10 +162,9 @@ def choose_request_id(body_request_id: str | None, header: str | None) -> str:
 
 
 def encode_response(
-    request_id: str, model: RankingModel, ranking: list[RankedCandidate]
+    request_id: str, model: RankingModel, items: list[dict[str, Any]]
 ) -> bytes:
     """Serialise the `/v1/rank` response body."""
-    items = [_item(candidate) for candidate in ranking]
     body = {
         "request_id": request_id,
         "model": {"name": model.name, "version": model.version},
@@ -186,32 +173,48 @@ def encode_response(
     return orjson.dumps(body)
 
 
-def _item(candidate: RankedCandidate) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        "id": candidate.id,
-        "rank": candidate.rank,
-        "expected_watch_time_s": candidate.expected_watch_time_s,
-        "logit": candidate.logit,
-    }
-    if candidate.click_probability is not None:
-        item["click_probability"] = candidate.click_probability
-    return item
+def ranked_items(
+    candidates: list[dict[str, Any]],
+    outputs: dict[str, np.ndarray],
+    order: np.ndarray,
+) -> list[dict[str, Any]]:
+    """Build the response items of the candidates at `order`, ranked from 1."""
+    rows = order.tolist()
+    ids = [candidates[row]["id"] for row in rows]
+    watch_times = outputs[WATCH_TIME_OUTPUT][order].tolist()
+    logits = outputs[LOGIT_OUTPUT][order].tolist()
+    ranks = range(1, len(rows) + 1)
+    items = [
+        {"id": i, "rank": r, "expected_watch_time_s": w, "logit": g}
+        for i, r, w, g in zip(ids, ranks, watch_times, logits, strict=True)
+    ]
+
+    click_probabilities = outputs.get(CLICK_PROBABILITY_OUTPUT)
+    if click_probabilities is not None:
+        chosen = click_probabilities[order].tolist()
+        for item, probability in zip(items, chosen, strict=True):
+            item["click_probability"] = probability
+    return items
 
 
-def _check_unique_ids(candidates: list[Candidate]) -> None:
+def _check_unique_ids(candidates: list[dict[str, Any]]) -> None:
     # The contract's category id makes 13 and "13" the same video, as the
-    # model's id features see them.
+    # model's id features see them. np.unique tells whether any id repeats,
+    # and only then does a loop find the first pair to name it.
+    ids = string_aware_ids([c["id"] for c in candidates])
+    if len(np.unique(ids)) == len(ids):
+        return
+
     first_index: dict[int, int] = {}
-    for index, candidate in enumerate(candidates):
-        key = category_id(candidate.id)
+    for index, key in enumerate(ids.tolist()):
         earlier = first_index.setdefault(key, index)
         if earlier != index:
+            first_id, second_id = candidates[earlier]["id"], candidates[index]["id"]
             raise DuplicateCandidate(
                 f"candidates[{earlier}] and candidates[{index}] have the same id "
-                f"{_describe_ids(candidates[earlier].id, candidate.id)}; "
-                "send each video once",
+                f"{_describe_ids(first_id, second_id)}; send each video once",
                 field=f"candidates[{index}].id",
-                value=candidate.id,
+                value=second_id,
             )
 
 
@@ -219,26 +222,3 @@ def _describe_ids(first: CandidateId, second: CandidateId) -> str:
     if first == second:
         return json.dumps(first)
     return f"({json.dumps(first)} and {json.dumps(second)} name one video)"
-
-
-def _sort(
-    candidates: list[Candidate], outputs: dict[str, np.ndarray], top_k: int | None
-) -> list[RankedCandidate]:
-    watch_times = outputs[WATCH_TIME_OUTPUT]
-    logits = outputs[LOGIT_OUTPUT]
-    click_probabilities = outputs.get(CLICK_PROBABILITY_OUTPUT)
-
-    # A stable sort of the negated scores puts ties in request order.
-    order = np.argsort(-watch_times, kind="stable")[:top_k]
-    return [
-        RankedCandidate(
-            id=candidates[row].id,
-            rank=rank,
-            expected_watch_time_s=float(watch_times[row]),
-            logit=float(logits[row]),
-            click_probability=(
-                None if click_probabilities is None else float(click_probabilities[row])
-            ),
-        )
-        for rank, row in enumerate(order.tolist(), start=1)
-    ]

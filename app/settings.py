@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.errors import SettingsError
+from app.resources import default_intra_op_threads
 
 ENV_PREFIX = "WATCHTIME_"
 
@@ -50,8 +51,23 @@ class Settings(BaseSettings):
     max_candidates: int = Field(default=5000, ge=1)
     """Maximum number of candidates in one ranking request."""
 
-    intra_op_threads: int = Field(default=1, ge=0)
-    """Number of onnxruntime threads per inference, or 0 to let onnxruntime choose."""
+    intra_op_threads: int | None = Field(default=None, ge=0)
+    """onnxruntime threads per worker: unset = cores / workers, 0 = onnxruntime's."""
+
+    batching: bool = False
+    """Merge concurrent requests into shared onnxruntime calls."""
+
+    batch_max_rows: int = Field(default=4096, ge=1)
+    """Maximum candidate rows per onnxruntime call; larger requests are split."""
+
+    batch_max_delay_ms: float = Field(default=1.0, ge=0, le=1000)
+    """Longest time a request waits for others to share its onnxruntime call."""
+
+    def resolved_intra_op_threads(self) -> int:
+        """Return the thread count to use, deriving the default from the cgroup."""
+        if self.intra_op_threads is not None:
+            return self.intra_op_threads
+        return default_intra_op_threads(self.workers)
 
     log_level: str = "info"
     """Level of the service and server logs, one of LOG_LEVELS in any case."""

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from app.contract import CANDIDATE_REQUEST_INPUT, PADDING_ID, FeatureSpec, category_id
+from app.decoding import parse_request_object
 from app.encoding import FeatureEncoder
 from app.errors import InvalidFeature
-from app.schemas import RankRequest
 from trainer.tensors import request_tensors
 
 
@@ -31,7 +31,7 @@ def golden_body(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def encode(encoder: FeatureEncoder, *bodies: dict[str, Any]):
-    return encoder.encode([RankRequest.model_validate(body) for body in bodies])
+    return encoder.encode([parse_request_object(body) for body in bodies])
 
 
 def test_encode_matches_trainer_tensors(encoder, spec, golden_body):

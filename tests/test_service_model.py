@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from app.contract import LOGIT_OUTPUT, WATCH_TIME_OUTPUT
+from app.decoding import parse_request_object
 from app.errors import ModelLoadError
 from app.model import load_model, locate_model
-from app.schemas import RankRequest
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_load_model_reads_name_version_and_spec(model_repository, manifest):
 
 def test_predict_returns_both_outputs(model_repository, manifest):
     model = load_model(locate_model(model_repository))
-    request = RankRequest.model_validate(manifest["golden"][0]["request"])
+    request = parse_request_object(manifest["golden"][0]["request"])
     batch = model.encoder.encode([request])
 
     outputs = model.predict(batch.tensors)

@@ -30,7 +30,7 @@ def test_settings_defaults():
     assert settings.port == 8000
     assert settings.workers == 1
     assert settings.max_candidates == 5000
-    assert settings.intra_op_threads == 1
+    assert settings.intra_op_threads is None
     assert settings.log_level == "info"
 
 
