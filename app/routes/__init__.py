@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from app.routes import admin, health, metrics, model, rank
+from app.routes import admin, health, metrics, model, rank, v2
 
 router = APIRouter()
 router.include_router(rank.router)
@@ -10,3 +10,4 @@ router.include_router(model.router)
 router.include_router(health.router)
 router.include_router(metrics.router)
 router.include_router(admin.router)
+router.include_router(v2.router)
