@@ -33,6 +33,10 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 RUNTIME_REQUIREMENTS = ROOT / "requirements" / "runtime.txt"
 IMAGE_VENV = "/opt/venv"
+REPIN_HINT = (
+    "install the project in a new virtual environment and run "
+    "scripts/pin-runtime-requirements.py with its Python"
+)
 INSTALL_TIMEOUT_S = 300.0
 STARTUP_TIMEOUT_S = 60.0
 SHUTDOWN_TIMEOUT_S = 30.0
@@ -274,9 +278,9 @@ def test_runtime_requirements_satisfy_project_dependencies():
 
     for dependency in map(Requirement, project["project"]["dependencies"]):
         pinned = pins.get(canonicalize_name(dependency.name))
-        assert pinned is not None, f"{dependency.name} is not pinned"
+        assert pinned is not None, f"{dependency.name} is not pinned: {REPIN_HINT}"
         version = str(pinned).removeprefix("==")
-        assert dependency.specifier.contains(version), f"{dependency} vs {pinned}"
+        assert dependency.specifier.contains(version), f"{pinned}: {REPIN_HINT}"
 
 
 def requirement_lines(path: Path) -> list[str]:
@@ -441,7 +445,7 @@ def test_image_install_has_consistent_dependencies(image_install):
         check=False,
     )
 
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 0, f"{result.stdout}{result.stderr}{REPIN_HINT}"
 
 
 def test_image_cmd_resolves_to_installed_script(
