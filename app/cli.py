@@ -166,7 +166,9 @@ def _prepare_runtime_dir(settings: Settings) -> Settings:
     """
     runtime_dir = settings.runtime_dir or Path(tempfile.mkdtemp(prefix="watchtime-"))
     runtime_dir.mkdir(parents=True, exist_ok=True)
-    if settings.workers > 1:
+    # A directory set by the deployment is used, and emptied, with one worker
+    # too: a container restart would otherwise merge the last run's samples.
+    if settings.workers > 1 or MULTIPROCESS_ENV in os.environ:
         metrics_dir = Path(
             os.environ.setdefault(MULTIPROCESS_ENV, str(runtime_dir / "metrics"))
         )
