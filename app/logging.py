@@ -24,7 +24,9 @@ LEVELS = {
     "trace": 5,  # uvicorn's TRACE level, below DEBUG
 }
 
-HEALTH_PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+HEALTH_PROBE_PATHS = frozenset(
+    {"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"}
+)
 
 SERVICE_FORMAT = (
     "%(asctime)s %(levelname)s %(name)s "

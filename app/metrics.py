@@ -295,9 +295,19 @@ def endpoint_label(path: str) -> str:
 
 
 def _v2_endpoint(path: str) -> str:
+    # The V2 routes: /v2, /v2/health/{live,ready}, and /v2/models/{name} with
+    # an optional /versions/{version}, then nothing, /ready or /infer.
     parts = path.strip("/").split("/")
-    if parts[-1] == "infer":
-        return "v2_infer"
-    if "health" in parts:
-        return "v2_health"
-    return "v2_metadata"
+    if parts in (["v2"], ["v2", "health", "live"], ["v2", "health", "ready"]):
+        return "v2_metadata" if len(parts) == 1 else "v2_health"
+    if len(parts) < 3 or parts[1] != "models":
+        return OTHER_ENDPOINT
+
+    rest = parts[3:]
+    if rest[:1] == ["versions"]:
+        if len(rest) < 2:
+            return OTHER_ENDPOINT
+        rest = rest[2:]
+    return {(): "v2_metadata", ("ready",): "v2_health", ("infer",): "v2_infer"}.get(
+        tuple(rest), OTHER_ENDPOINT
+    )

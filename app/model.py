@@ -193,6 +193,7 @@ def load_model(location: ModelLocation, intra_op_threads: int = 1) -> RankingMod
     _check_onnx(location.graph_path)
     session = _open_session(location.graph_path, intra_op_threads)
     _check_graph(location.graph_path, session, spec)
+    _check_declared_signature(location.manifest_path, manifest, session)
 
     model = _build_model(location, manifest, spec, session)
     _replay_golden(location.manifest_path, model)
@@ -319,6 +320,32 @@ def _check_graph(path: Path, session: ort.InferenceSession, spec: FeatureSpec) -
     expected_outputs = {name: ("tensor(float)", 1) for name in OUTPUTS}
     graph_outputs = {o.name: (o.type, len(o.shape)) for o in session.get_outputs()}
     _compare_signatures(path, "output", expected_outputs, graph_outputs, exact=False)
+
+
+def _check_declared_signature(
+    path: Path, manifest: dict[str, Any], session: ort.InferenceSession
+) -> None:
+    """Check that the manifest's `inputs` and `outputs` name the graph's tensors.
+
+    The V2 endpoints describe the model from these lists, so a manifest that
+    disagrees with its graph would describe tensors the graph does not have.
+    """
+    graph = {
+        "inputs": sorted(i.name for i in session.get_inputs()),
+        "outputs": sorted(o.name for o in session.get_outputs()),
+    }
+    for key, graph_names in graph.items():
+        declared = manifest.get(key)
+        try:
+            names = sorted(entry["name"] for entry in declared)
+        except (TypeError, KeyError):
+            raise ModelLoadError(
+                f"{path}: {key} must be a list of {{name, dtype, shape}} objects"
+            ) from None
+        if names != graph_names:
+            raise ModelLoadError(
+                f"{path}: {key} declares {names}, but the graph has {graph_names}"
+            )
 
 
 def _compare_signatures(

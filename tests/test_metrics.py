@@ -48,6 +48,11 @@ def test_endpoint_label_keeps_client_paths_out_of_labels():
     assert endpoint_label("/v2/models/anything/infer") == "v2_infer"
     assert endpoint_label("/v2/health/ready") == "v2_health"
     assert endpoint_label("/v2/models/watchtime") == "v2_metadata"
+    assert endpoint_label("/v2/models/watchtime/ready") == "v2_health"
+    assert endpoint_label("/v2/models/watchtime/versions/1/ready") == "v2_health"
+    assert endpoint_label("/v2/models/watchtime/versions/1/infer") == "v2_infer"
+    assert endpoint_label("/v2/models/watchtime/other") == "other"
+    assert endpoint_label("/v2/unknown") == "other"
 
 
 def test_dead_worker_gauges_leave_the_exposition(tmp_path):

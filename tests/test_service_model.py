@@ -242,3 +242,23 @@ def test_load_model_rejects_malformed_linear_parameters(repository_copy):
 
     with pytest.raises(ModelLoadError, match="cannot be evaluated"):
         load_copy(repository_copy)
+
+
+def test_load_model_rejects_missing_tensor_lists(repository_copy):
+    def drop_inputs(manifest: dict[str, Any]) -> None:
+        del manifest["inputs"]
+
+    edit_manifest(repository_copy / "watchtime" / "1", drop_inputs)
+
+    with pytest.raises(ModelLoadError, match="inputs must be a list"):
+        load_copy(repository_copy)
+
+
+def test_load_model_rejects_inputs_the_graph_lacks(repository_copy):
+    def rename_input(manifest: dict[str, Any]) -> None:
+        manifest["inputs"][0]["name"] = "renamed"
+
+    edit_manifest(repository_copy / "watchtime" / "1", rename_input)
+
+    with pytest.raises(ModelLoadError, match="inputs declares"):
+        load_copy(repository_copy)

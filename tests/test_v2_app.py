@@ -88,15 +88,16 @@ def test_infer_before_load_is_503(app):
 
 @pytest.fixture
 def repository_without_tensor_list(model_dir: Path, tmp_path: Path) -> Path:
-    """Return a copy of the model whose manifest lacks `inputs` and `outputs`.
+    """Return a copy of the model whose first input entry lacks its shape.
 
-    The loader does not read these lists, so the model loads and serves /v1.
+    The loader checks only the entries' names, so the model loads and serves
+    /v1 while building its V2 metadata fails.
     """
     version_dir = tmp_path / "watchtime" / "1"
     shutil.copytree(model_dir, version_dir)
     manifest_path = version_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    del manifest["inputs"], manifest["outputs"]
+    del manifest["inputs"][0]["shape"]
     manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
     return tmp_path
 

@@ -79,9 +79,9 @@ class ModelSignature:
     def from_model(cls, model: RankingModel) -> ModelSignature:
         """Build the signature from the model's manifest and feature spec.
 
-        NOTE: the loader does not check the manifest's `inputs` and `outputs`,
-        so a model whose manifest lacks them serves /v1 while this raises
-        KeyError, which the /v2 routes turn into a 500.
+        NOTE: the loader checks that `inputs` and `outputs` name the graph's
+        tensors but not their `dtype` and `shape` entries; a missing entry
+        raises KeyError here, which the /v2 routes turn into a 500.
         """
         inputs = tuple(_input_spec(model, entry) for entry in model.manifest["inputs"])
         outputs = _output_specs(model)
