@@ -21,11 +21,10 @@ from app.contract import (
     Feature,
     FeatureSpec,
     category_id,
-    category_ids,
     id_list_matrix,
 )
 from app.decoding import ParsedRequest, candidate_features
-from app.errors import InvalidFeature, describe_value
+from app.errors import InvalidFeature, UnknownFeature, describe_value
 
 Tensors = dict[str, np.ndarray]
 
@@ -35,17 +34,55 @@ _NUMBER_TYPES = (int, float)
 STRING_ID_CACHE_SIZE = 1 << 18
 """Strings whose ids are remembered; the cache is emptied when it is full."""
 
+MAX_FEATURE_STRING_LENGTH = 1024
+"""Maximum length of a string feature value or id-list entry, in characters."""
+
+DEFAULT_MAX_ID_LIST_LENGTH = 1000
+"""Maximum number of ids in an id-list value unless the settings change it."""
+
 Locate = Callable[[int], str]
 """Function from a row of a column to the field path of its value."""
 
 
+@dataclass(frozen=True)
+class InputLimits:
+    """Checks of feature values that the service's settings choose."""
+
+    max_id_list_length: int = DEFAULT_MAX_ID_LIST_LENGTH
+    """Longest id list accepted; the model still reads only its `max_length`."""
+
+    strict_features: bool = False
+    """Reject feature names the model does not read instead of ignoring them."""
+
+
+DEFAULT_LIMITS = InputLimits()
+
+
+def feature_id(value: Any) -> int:
+    """Return `category_id(value)` of a request value, with a length limit.
+
+    Raises ValueError for a string longer than MAX_FEATURE_STRING_LENGTH,
+    and whatever `category_id` raises.
+    """
+    if type(value) is str and len(value) > MAX_FEATURE_STRING_LENGTH:
+        raise ValueError(
+            f"the string has {len(value)} characters, more than "
+            f"{MAX_FEATURE_STRING_LENGTH}"
+        )
+    return category_id(value)
+
+
 class _StringIds(dict[str, int]):
-    """Ids of strings seen before, so a repeated id costs one dict lookup."""
+    """Ids of strings seen before, so a repeated id costs one dict lookup.
+
+    A string enters only after `feature_id` accepted it, so a cached string
+    is known to be valid.
+    """
 
     def __missing__(self, text: str) -> int:
         if len(self) >= STRING_ID_CACHE_SIZE:
             self.clear()
-        value = self[text] = category_id(text)
+        value = self[text] = feature_id(text)
         return value
 
 
@@ -53,14 +90,14 @@ _string_ids = _StringIds()
 
 
 def string_aware_ids(values: list[Any]) -> np.ndarray:
-    """Map categorical values to ids like `category_ids`, with strings cached.
+    """Map categorical values to ids with `feature_id`, with strings cached.
 
     Only exact `str` values go through the cache: `True == 1` and `1.0 == 1`
-    as dict keys, so other types always take `category_id`, which rejects them.
+    as dict keys, so other types always take `feature_id`, which rejects them.
     """
     ids = _string_ids
     return np.fromiter(
-        (ids[v] if type(v) is str else category_id(v) for v in values),
+        (ids[v] if type(v) is str else feature_id(v) for v in values),
         np.int64,
         len(values),
     )
@@ -100,10 +137,13 @@ class FeatureEncoder:
         }
         self._check_defaults()
 
-    def encode(self, requests: Sequence[ParsedRequest]) -> EncodedBatch:
+    def encode(
+        self, requests: Sequence[ParsedRequest], limits: InputLimits = DEFAULT_LIMITS
+    ) -> EncodedBatch:
         """Encode a batch of requests, where one request is a batch of one.
 
-        Raises InvalidFeature naming the field path of the first invalid value.
+        Raises InvalidFeature naming the field path of the first invalid value,
+        and UnknownFeature for an unknown name when `limits` is strict.
         """
         candidates = [c for request in requests for c in request.candidates]
         feature_values = [candidate_features(c) for c in candidates]
@@ -113,14 +153,16 @@ class FeatureEncoder:
         for feature in self._context_features:
             values = [_given_or_default(r.context, feature) for r in requests]
             locate = _context_locator(feature, len(requests))
-            tensors[feature.name] = self._encode_column(feature, values, locate)
+            tensors[feature.name] = self._encode_column(feature, values, locate, limits)
 
         for feature in self._candidate_features:
             values = _candidate_values(feature, candidates, feature_values)
             locate = _candidate_locator(feature, requests, candidates)
-            tensors[feature.name] = self._encode_column(feature, values, locate)
+            tensors[feature.name] = self._encode_column(feature, values, locate, limits)
 
         unknown = self._count_unknown(requests, feature_values)
+        if unknown and limits.strict_features:
+            raise self._first_unknown(requests)
         return EncodedBatch(tensors, counts, unknown)
 
     def _check_placement(self, requests: Sequence[ParsedRequest]) -> None:
@@ -148,14 +190,36 @@ class FeatureEncoder:
                         value=features[name],
                     )
 
+    def _first_unknown(self, requests: Sequence[ParsedRequest]) -> UnknownFeature:
+        """Return the error naming the first feature value the model does not read."""
+        for index, request in enumerate(requests):
+            prefix = _request_prefix(index, len(requests))
+            for name, value in request.context.items():
+                if name not in self._context_names:
+                    return _unknown(f"{prefix}context.{name}", name, value)
+            for position, candidate in enumerate(request.candidates):
+                for name, value in candidate_features(candidate).items():
+                    if name not in self._candidate_names:
+                        path = (
+                            f"{prefix}candidates[{position}] "
+                            f"(id {json.dumps(candidate['id'])}).features.{name}"
+                        )
+                        return _unknown(path, name, value)
+        raise ValueError("every feature name is known")
+
     def _encode_column(
-        self, feature: Feature, values: list[Any], locate: Locate
+        self,
+        feature: Feature,
+        values: list[Any],
+        locate: Locate,
+        limits: InputLimits = DEFAULT_LIMITS,
     ) -> np.ndarray:
         if feature.kind == "numeric":
             return _numeric_column(feature, values, locate)
         if feature.kind == "categorical":
             return _categorical_column(feature, values, locate)
-        return _id_list_column(feature, values, locate, self._max_lengths)
+        max_length = self._max_lengths[feature.name]
+        return _id_list_column(feature, values, locate, max_length, limits)
 
     def _count_unknown(
         self, requests: Sequence[ParsedRequest], feature_values: list[dict[str, Any]]
@@ -308,27 +372,46 @@ def _id_list_column(
     feature: Feature,
     values: list[Any],
     locate: Locate,
-    max_lengths: dict[str, int],
+    max_length: int,
+    limits: InputLimits,
 ) -> np.ndarray:
     for row, value in enumerate(values):
         if not isinstance(value, list):
             raise _invalid(feature, locate(row), value)
+        if len(value) > limits.max_id_list_length:
+            raise _list_too_long(feature, locate(row), value, max_length, limits)
 
-    max_length = max_lengths[feature.name]
     try:
-        return id_list_matrix(values, max_length, string_aware_ids)
+        matrix = id_list_matrix(values, max_length, string_aware_ids)
+        # The model reads only the first max_length ids, but the rest are
+        # checked too, so that a client learns of a bad id wherever it is.
+        for ids in values:
+            if len(ids) > max_length:
+                string_aware_ids(ids[max_length:])
     except (TypeError, ValueError):
-        row = next(
-            i for i, ids in enumerate(values) if _has_invalid_id(ids[:max_length])
-        )
-        position = _first_invalid_id(values[row][:max_length])
+        row = next(i for i, ids in enumerate(values) if _has_invalid_id(ids))
+        position = _first_invalid_id(values[row])
         path = f"{locate(row)}[{position}]"
         raise _invalid(feature, path, values[row][position]) from None
+    return matrix
+
+
+def _list_too_long(
+    feature: Feature, path: str, ids: list[Any], max_length: int, limits: InputLimits
+) -> InvalidFeature:
+    limit = limits.max_id_list_length
+    message = (
+        f"{path} is invalid: got an array of {len(ids)} ids, more than the "
+        f"maximum of {limit} set by WATCHTIME_MAX_ID_LIST_LENGTH; send at most "
+        f"{limit} ids, most recent first, of which the model reads the first "
+        f"{max_length}"
+    )
+    return InvalidFeature(message, field=path, value=ids)
 
 
 def _has_invalid_id(ids: list[Any]) -> bool:
     try:
-        category_ids(ids)
+        string_aware_ids(ids)
     except (TypeError, ValueError):
         return True
     return False
@@ -337,28 +420,40 @@ def _has_invalid_id(ids: list[Any]) -> bool:
 def _first_invalid_id(values: list[Any]) -> int:
     for row, value in enumerate(values):
         try:
-            category_id(value)
+            feature_id(value)
         except (TypeError, ValueError):
             return row
     raise ValueError("every value is a valid id")
 
 
 def _invalid(feature: Feature, path: str, value: Any) -> InvalidFeature:
-    message = (
-        f"{path} is invalid: got {describe_value(value)}, "
-        f"expected {_expected_value(feature)}"
-    )
+    received = describe_value(value)
+    if isinstance(value, str) and len(value) > MAX_FEATURE_STRING_LENGTH:
+        received += f" of {len(value)} characters"
+    message = f"{path} is invalid: got {received}, expected {_expected_value(feature)}"
     return InvalidFeature(message, field=path, value=value)
+
+
+def _unknown(path: str, name: str, value: Any) -> UnknownFeature:
+    message = (
+        f"{path} is not a feature of the served model, and "
+        f"WATCHTIME_STRICT_FEATURES=true rejects unknown features; remove "
+        f"{json.dumps(name)}, or see GET /v1/model for the features it reads"
+    )
+    return UnknownFeature(message, field=path, value=value)
 
 
 def _expected_value(feature: Feature) -> str:
     example = json.dumps(feature.example)
+    strings = f", with strings of at most {MAX_FEATURE_STRING_LENGTH} characters"
     if feature.kind == "numeric":
         expected = f"a finite number such as {example}"
     elif feature.kind == "categorical":
-        expected = f"a string or an integer in [0, 2**62) such as {example}"
+        expected = f"a string or an integer in [0, 2**62) such as {example}{strings}"
     else:
-        expected = f"an array of strings or integers in [0, 2**62) such as {example}"
+        expected = (
+            f"an array of strings or integers in [0, 2**62) such as {example}{strings}"
+        )
 
     if feature.value_from_id:
         return expected + ", or leave it out to use the candidate's id"

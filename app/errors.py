@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 _MAX_VALUE_CHARS = 200
 """Maximum length of a value echoed in an error, so a huge list stays readable."""
+
+_MAX_VALUE_DEPTH = 8
+"""Nesting depth of a list or object echoed in an error; deeper parts show "..."."""
+
+_MAX_INT_BITS = 64
+"""Longest integer echoed as a number; longer ones are described in words."""
 
 
 class ServiceError(Exception):
@@ -31,6 +38,8 @@ class ServiceError(Exception):
         self.value = value
         self.request_id: str | None = None
         """Id of the request that failed, once known; echoed in X-Request-ID."""
+        self.headers: dict[str, str] = {}
+        """Extra response headers, such as Retry-After."""
 
     def to_dict(self) -> dict[str, Any]:
         """Return the `error` object of the JSON response body."""
@@ -60,6 +69,40 @@ class InvalidFeature(ServiceError):
 
     status_code = 422
     error_type = "invalid_feature"
+
+
+class UnknownFeature(InvalidFeature):
+    """A feature name that the model does not read, with strict features on."""
+
+    error_type = "unknown_feature"
+
+
+class BodyTooLarge(ServiceError):
+    """A request body is longer than the configured maximum."""
+
+    status_code = 413
+    error_type = "body_too_large"
+
+
+class Overloaded(ServiceError):
+    """The server cannot finish the request within its deadline, so it rejects it.
+
+    The error type is also the `reason` label of the rejection counter.
+    """
+
+    status_code = 429
+    error_type = "overload"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers["Retry-After"] = str(retry_after_s)
+
+
+class ShuttingDown(ServiceError):
+    """The process received a stop signal and finishes the requests it has."""
+
+    status_code = 503
+    error_type = "shutting_down"
 
 
 class UnsupportedMediaType(ServiceError):
@@ -115,24 +158,90 @@ class SettingsError(ValueError):
 def shorten_value(value: Any) -> Any:
     """Return `value` for an error body, cut to a readable length.
 
-    Finite numbers, booleans and null come back unchanged. NaN and the
+    Finite numbers, booleans and null come back unchanged, except integers
+    too long for JSON clients, which come back as a text. NaN and the
     infinities, which strict JSON cannot hold, come back as the strings
     "NaN", "Infinity" and "-Infinity". A list or object comes back unchanged
-    if it is strict JSON and short, and as its JSON text otherwise. Texts
-    longer than the limit are cut to it with a trailing "...".
+    if it is strict JSON, short and shallow, and as a JSON preview otherwise.
+    Texts longer than the limit are cut to it with a trailing "...".
     """
     if isinstance(value, float) and not math.isfinite(value):
         return json.dumps(value)
-    if value is None or isinstance(value, bool | int | float):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value.bit_length() <= _MAX_INT_BITS else _int_text(value)
+    if value is None or isinstance(value, bool | float):
         return value
 
     if isinstance(value, str):
         return _cut(value)
+    text, complete = json_preview(value)
+    if complete and _is_strict_json(value):
+        return value
+    return text
+
+
+def json_preview(value: Any, limit: int = _MAX_VALUE_CHARS) -> tuple[str, bool]:
+    """Return the start of a value's JSON text and whether it is all there.
+
+    The text stops after about `limit` characters and at a nesting depth of
+    `_MAX_VALUE_DEPTH`, with "..." where it stops. It never renders more
+    than it returns, so a huge or deeply nested request value costs little
+    and cannot hit the recursion limit of `json.dumps`.
+    """
+    pieces: list[str] = []
+    length = 0
+    for piece in _json_pieces(value, depth=0):
+        pieces.append(piece)
+        length += len(piece)
+        if length > limit:
+            return "".join(pieces)[:limit] + "...", False
+    text = "".join(pieces)
+    return text, "..." not in pieces
+
+
+def _json_pieces(value: Any, depth: int) -> Iterator[str]:
+    if isinstance(value, dict | list | tuple) and depth >= _MAX_VALUE_DEPTH:
+        yield "..."
+    elif isinstance(value, dict):
+        yield "{"
+        for index, (key, item) in enumerate(value.items()):
+            yield ", " if index else ""
+            yield _scalar_text(str(key)) + ": "
+            yield from _json_pieces(item, depth + 1)
+        yield "}"
+    elif isinstance(value, list | tuple):
+        yield "["
+        for index, item in enumerate(value):
+            yield ", " if index else ""
+            yield from _json_pieces(item, depth + 1)
+        yield "]"
+    else:
+        yield _scalar_text(value)
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value) if value.bit_length() <= _MAX_INT_BITS else _int_text(value)
+    if isinstance(value, str):
+        return json.dumps(value[: _MAX_VALUE_CHARS + 1])
+    if value is None or isinstance(value, bool | float):
+        return json.dumps(value)  # NaN and Infinity as JavaScript spells them
+    return json.dumps(repr(value)[:_MAX_VALUE_CHARS])
+
+
+def _int_text(value: int) -> str:
+    # str() of an integer with more than 4300 digits raises ValueError since
+    # Python 3.11, so the digit count comes from the bit length.
+    digits = int(value.bit_length() * math.log10(2)) + 1
+    return f"<an integer of about {digits} digits>"
+
+
+def _is_strict_json(value: Any) -> bool:
     try:
-        strict_text = json.dumps(value, allow_nan=False)
+        json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
-        return _cut(json.dumps(value, default=repr))
-    return value if len(strict_text) <= _MAX_VALUE_CHARS else _cut(strict_text)
+        return False
+    return True
 
 
 def _cut(text: str) -> str:
@@ -145,10 +254,10 @@ def describe_value(value: Any) -> str:
     """Return the JSON type and a short JSON rendering of a received value."""
     if value is None:
         return "null"
-    if isinstance(value, float):
-        text = json.dumps(value)  # NaN and Infinity as JavaScript spells them
+    if isinstance(value, str):
+        text = json.dumps(_cut(value))
     else:
-        text = json.dumps(shorten_value(value), default=repr)
+        text, _ = json_preview(value)
     return f"the {_json_type_name(value)} {text}"
 
 

@@ -18,6 +18,8 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from app.batching import Batcher
+from app.body_limit import BodySizeLimitMiddleware
+from app.encoding import InputLimits
 from app.errors import ModelLoadError
 from app.metrics import RequestMetricsMiddleware, ServiceMetrics, multiprocess_dir
 from app.model_manager import ModelManager
@@ -55,10 +57,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.model_manager = models
-    app.state.ranking_service = RankingService(models, settings.max_candidates, metrics)
+    limits = InputLimits(settings.max_id_list_length, settings.strict_features)
+    app.state.ranking_service = RankingService(
+        models, settings.max_candidates, metrics, limits
+    )
     app.state.openapi_model = None
 
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     # Added last, so it runs outermost and also counts the generic 500s.
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.include_router(router)

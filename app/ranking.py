@@ -23,7 +23,7 @@ import orjson
 from app.batching import Batcher
 from app.contract import LOGIT_OUTPUT, WATCH_TIME_OUTPUT
 from app.decoding import ParsedRequest, decode_request
-from app.encoding import string_aware_ids
+from app.encoding import DEFAULT_LIMITS, InputLimits, string_aware_ids
 from app.errors import (
     DuplicateCandidate,
     ModelNotReady,
@@ -60,11 +60,16 @@ class RankingService:
     """
 
     def __init__(
-        self, models: ModelManager, max_candidates: int, metrics: ServiceMetrics
+        self,
+        models: ModelManager,
+        max_candidates: int,
+        metrics: ServiceMetrics,
+        limits: InputLimits = DEFAULT_LIMITS,
     ) -> None:
         self.models = models
         self.max_candidates = max_candidates
         self.metrics = metrics
+        self.limits = limits
         self.batcher: Batcher | None = None
         """Shares onnxruntime calls between requests when batching is on."""
 
@@ -132,7 +137,7 @@ class RankingService:
         self, model: RankingModel, request: ParsedRequest
     ) -> dict[str, np.ndarray]:
         with self._stage("features"):
-            batch = model.encoder.encode([request])
+            batch = model.encoder.encode([request], self.limits)
         if batch.unknown_features:
             self.metrics.unknown_features.inc(batch.unknown_features)
             logger.debug("ignored %d unknown feature values", batch.unknown_features)

@@ -51,6 +51,15 @@ class Settings(BaseSettings):
     max_candidates: int = Field(default=5000, ge=1)
     """Maximum number of candidates in one ranking request."""
 
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Maximum request body in bytes; longer bodies get 413 before being read."""
+
+    max_id_list_length: int = Field(default=1000, ge=1)
+    """Maximum number of ids in one id-list feature value."""
+
+    strict_features: bool = False
+    """Reject feature names the model does not read, instead of ignoring them."""
+
     intra_op_threads: int | None = Field(default=None, ge=0)
     """onnxruntime threads per worker: unset = cores / workers, 0 = onnxruntime's."""
 

@@ -31,8 +31,9 @@ def _describe_problem(detail: dict[str, Any]) -> tuple[str, str, Any]:
 
     if detail.get("type") == "json_invalid":
         reason = detail.get("ctx", {}).get("error", "invalid JSON")
-        position = location[0] if location else "?"
-        message = f"the body is not valid JSON: {reason} at character {position}"
+        message = f"the body is not valid JSON: {reason}"
+        if location:
+            message += f" at character {location[0]}"
         return message, "body", None
     if detail.get("type") == "missing":
         return f"{path} is missing", path, None

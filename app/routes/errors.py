@@ -56,7 +56,9 @@ def error_response(
     error: ServiceError, request_id: str | None = None
 ) -> AsciiJSONResponse:
     """Return the JSON response of a service error."""
-    headers = {REQUEST_ID_HEADER: request_id} if request_id else None
+    headers = dict(error.headers)
+    if request_id:
+        headers[REQUEST_ID_HEADER] = request_id
     return AsciiJSONResponse(
         {"error": error.to_dict()}, status_code=error.status_code, headers=headers
     )

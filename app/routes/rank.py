@@ -16,7 +16,10 @@ from app.schemas import ErrorResponse, RankResponse
 router = APIRouter(tags=["ranking"])
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    413: {"model": ErrorResponse, "description": "Too many candidates."},
+    413: {
+        "model": ErrorResponse,
+        "description": "Too many candidates, or a body over WATCHTIME_MAX_BODY_BYTES.",
+    },
     415: {"model": ErrorResponse, "description": "The body is not declared as JSON."},
     422: {"model": ErrorResponse, "description": "Invalid body or feature value."},
     503: {"model": ErrorResponse, "description": "The model is not loaded yet."},
