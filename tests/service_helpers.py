@@ -92,29 +92,39 @@ def run_server(
         )
     server = RunningServer(f"http://{LOOPBACK}:{port}", process, log_path)
     try:
-        _wait_until_ready(server)
+        wait_until_ready(server.base_url, process, log_path)
         yield server
     finally:
-        _stop(process)
+        stop_process(process)
 
 
-def _wait_until_ready(server: RunningServer) -> None:
+def wait_until_ready(
+    base_url: str, process: subprocess.Popen[bytes], log_path: Path
+) -> None:
+    """Poll /readyz until it returns 200; fail the test if the process exits."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            pytest.fail(f"the service exited during start-up:\n{server.log()}")
+        if process.poll() is not None:
+            pytest.fail(f"the service exited during start-up:\n{_read(log_path)}")
         try:
-            if httpx.get(server.base_url + "/readyz", timeout=1.0).status_code == 200:
+            if httpx.get(base_url + "/readyz", timeout=1.0).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.1)
     pytest.fail(
-        f"the service was not ready after {STARTUP_TIMEOUT_S} s:\n{server.log()}"
+        f"the service was not ready after {STARTUP_TIMEOUT_S} s:\n{_read(log_path)}"
     )
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def _read(log_path: Path) -> str:
+    return log_path.read_text(encoding="utf-8", errors="replace")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a process, kill it if it outlives the timeout, and reap it."""
+    if process.poll() is not None:
+        return
     process.terminate()
     try:
         process.wait(timeout=SHUTDOWN_TIMEOUT_S)

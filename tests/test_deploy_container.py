@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,14 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from service_helpers import LOOPBACK, ROOT, find_free_port, service_env
+from service_helpers import (
+    LOOPBACK,
+    ROOT,
+    find_free_port,
+    service_env,
+    stop_process,
+    wait_until_ready,
+)
 
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -392,39 +398,14 @@ def container(
     port = container_env["WATCHTIME_PORT"]
     server = ContainerLikeServer(process, f"http://{LOOPBACK}:{port}", log_path)
     try:
-        wait_until_ready(server)
+        wait_until_ready(server.base_url, process, log_path)
         yield server
     finally:
-        stop(process)
-
-
-def wait_until_ready(server: ContainerLikeServer) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            pytest.fail(f"the server exited during start-up:\n{read_log(server)}")
-        try:
-            if httpx.get(server.base_url + "/readyz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"not ready after {STARTUP_TIMEOUT_S} s:\n{read_log(server)}")
+        stop_process(process)
 
 
 def read_log(server: ContainerLikeServer) -> str:
     return server.log_path.read_text(encoding="utf-8", errors="replace")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=SHUTDOWN_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=SHUTDOWN_TIMEOUT_S)
 
 
 def test_image_install_leaves_no_pip_in_venv(image_install):

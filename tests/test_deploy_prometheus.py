@@ -23,7 +23,14 @@ import httpx
 import pytest
 import yaml
 
-from service_helpers import LOOPBACK, ROOT, RunningServer, find_free_port, run_server
+from service_helpers import (
+    LOOPBACK,
+    ROOT,
+    RunningServer,
+    find_free_port,
+    run_server,
+    stop_process,
+)
 
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "watchtime.json"
@@ -33,7 +40,6 @@ INSTALL_HINT = (
     "prometheus package (apt-get install --no-install-recommends prometheus)"
 )
 STARTUP_TIMEOUT_S = 30.0
-SHUTDOWN_TIMEOUT_S = 10.0
 SCRAPE_INTERVAL = "1s"
 SCRAPES_BEFORE_QUERIES = 3
 GRAFANA_VARIABLES = {
@@ -147,7 +153,7 @@ def prometheus(
         wait_for_scrapes(url, process, log_path)
         yield url
     finally:
-        stop(process)
+        stop_process(process)
 
 
 def wait_for_scrapes(
@@ -179,15 +185,6 @@ def instant_query(url: str, expression: str) -> dict[str, Any]:
         f"{url}/api/v1/query", params={"query": expression}, timeout=10.0
     )
     return response.json()
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=SHUTDOWN_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=SHUTDOWN_TIMEOUT_S)
 
 
 def test_prometheus_config_passes_promtool():

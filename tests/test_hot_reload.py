@@ -21,7 +21,7 @@ from trainer.tensors import request_tensors
 from service_helpers import RunningServer, run_server, sample, scrape
 
 TOKEN = "test-admin-token-0123456789"
-WAIT_S = 15.0
+WAIT_S = 30.0
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +41,29 @@ def repository(tmp_path, model_dir) -> Path:
     return root
 
 
-def add_version(repository: Path, source: Path, version: int) -> Path:
+def add_version(
+    repository: Path,
+    source: Path,
+    version: int,
+    edit: Callable[[Path], None] | None = None,
+) -> Path:
+    """Copy a version in under a temporary name, edit it, then rename it.
+
+    A poller that runs between copy and edit would otherwise load the copy
+    as it was before the edit.
+    """
     target = repository / "watchtime" / str(version)
     staging = repository / f".staging-{version}"
     shutil.copytree(source, staging)
+    if edit is not None:
+        edit(staging)
     staging.rename(target)
     return target
+
+
+def truncate_graph(directory: Path) -> None:
+    graph = directory / "model.onnx"
+    graph.write_bytes(graph.read_bytes()[:1000])
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
@@ -81,9 +98,7 @@ def test_polling_serves_a_new_version(repository, second_model, tmp_path):
 
 def test_polling_rejects_a_truncated_graph(repository, model_dir, tmp_path):
     with run_server(repository, tmp_path / "log", "--reload-interval", "0.2") as server:
-        broken = add_version(repository, model_dir, 2)
-        graph = broken / "model.onnx"
-        graph.write_bytes(graph.read_bytes()[:1000])
+        add_version(repository, model_dir, 2, truncate_graph)
 
         def rejected() -> bool:
             samples = scrape_server(server)
