@@ -12,58 +12,19 @@ at one rate instead and checks that its workers' memory stays flat.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import platform
-import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import psutil
-
-from app.model import locate_model, read_manifest
-from load_tests.bodies import parse_mix
-from load_tests.floor import measure_floor
-from load_tests.loadgen import StepPlan
-from load_tests.plot import plot_latency
-from load_tests.profile import Profiler
-from load_tests.report import (
-    add_ratios,
-    check_soak,
-    evaluate_targets,
-    render_markdown,
-    render_soak_markdown,
-)
-from load_tests.servers import (
-    ProcessTree,
-    RunningServer,
-    ServerSpec,
-    find_free_port,
-    naive_spec,
-    run_server,
-    service_spec,
-    sink_spec,
-)
-from load_tests.sweep import (
-    GeneratorProcess,
-    SweepOptions,
-    generator_config,
-    is_overloaded,
-    measured_step,
-    run_sweep,
-)
+from load_tests.benchmark import run_benchmark
+from load_tests.machine import timestamp
+from load_tests.soak import run_soak
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REPOSITORY = ROOT / "models"
 DEFAULT_MIXES = ("500@25", "50@5")
-DEFAULT_P99_BOUND_MS = 25.0
 DEFAULT_RATES = "10,25,50,100,200,400,600,800,1000,1200,1500,2000,2500"
-GIB = 1024**3
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +32,12 @@ logger = logging.getLogger(__name__)
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark or the soak and return the exit status."""
     options = build_parser().parse_args(argv)
+    # An append option's default list would be extended, not replaced.
+    options.mix = options.mix or list(DEFAULT_MIXES)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    output = options.output or ROOT / "runs" / "bench" / _timestamp()
+    output = options.output or ROOT / "runs" / "bench" / timestamp()
     output.mkdir(parents=True, exist_ok=True)
     if options.soak:
         run_soak(options, output)
@@ -279,300 +242,6 @@ def _parse_rates(text: str) -> tuple[float, ...]:
     if not rates or min(rates) <= 0:
         raise argparse.ArgumentTypeError(f"invalid rates {text!r}: each must be > 0")
     return rates
-
-
-def parse_mix_option(text: str) -> tuple[str, float]:
-    """Split `COUNTS@P99_MS` into the mix label and the bound in milliseconds."""
-    label, _, bound = text.partition("@")
-    parse_mix(label)
-    return label, float(bound) if bound else DEFAULT_P99_BOUND_MS
-
-
-def run_benchmark(options: argparse.Namespace, output: Path) -> dict[str, Any]:
-    """Measure the floor and every server, then write and print the results."""
-    mixes = dict(parse_mix_option(m) for m in options.mix or DEFAULT_MIXES)
-    features = _feature_spec(options.model_repository)
-    results: dict[str, Any] = {
-        "started_at": _timestamp(),
-        "machine": describe_machine(),
-        "load_before": _load_average(),
-        "options": _options_record(options),
-        "mixes": list(mixes),
-        "floor": {},
-        "servers": [],
-        "generator": {"event_loop": None, "peak_cpu_cores": 0.0},
-    }
-    if not options.no_floor:
-        results["floor"] = _measure_floors(options, features, mixes)
-    for spec in _server_specs(options):
-        results["servers"].append(
-            _benchmark_server(options, spec, features, mixes, output, results)
-        )
-
-    results["load_after"] = _load_average()
-    add_ratios(results)
-    results["targets"] = evaluate_targets(results)
-    _write_results(results, output)
-    return results
-
-
-def _measure_floors(
-    options: argparse.Namespace, features: list[dict[str, Any]], mixes: dict[str, float]
-) -> dict[str, Any]:
-    floors = {}
-    for mix in mixes:
-        logger.info("timing the in-process floor with %s candidates", mix)
-        floors[mix] = measure_floor(
-            options.model_repository,
-            features,
-            mix,
-            options.bodies,
-            options.seed,
-            options.floor_seconds,
-            options.floor_processes,
-        )
-    return floors
-
-
-def _server_specs(options: argparse.Namespace) -> list[ServerSpec]:
-    # The ports are picked here and bound by the servers a moment later.
-    specs = []
-    for server in options.servers:
-        if server == "service":
-            specs += [_service_spec(options, s) for s in options.variant or [{}]]
-        elif server == "naive":
-            model_dir = locate_model(options.model_repository).directory
-            specs.append(
-                naive_spec("naive", model_dir, options.workers, find_free_port())
-            )
-        else:
-            specs.append(sink_spec("sink", find_free_port()))
-    return specs
-
-
-def _service_spec(options: argparse.Namespace, settings: dict[str, str]) -> ServerSpec:
-    label = "service" + "".join(f" {k}={v}" for k, v in settings.items())
-    return service_spec(
-        label,
-        options.model_repository,
-        options.workers,
-        find_free_port(),
-        settings,
-    )
-
-
-def _benchmark_server(
-    options: argparse.Namespace,
-    spec: ServerSpec,
-    features: list[dict[str, Any]],
-    mixes: dict[str, float],
-    output: Path,
-    results: dict[str, Any],
-) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "label": spec.label,
-        "kind": spec.label.split()[0],
-        "command": list(spec.command),
-        "workers": options.workers,
-        "sweeps": {},
-        "profiles": {},
-    }
-    with _server_and_generator(options, spec, features, list(mixes), output) as running:
-        server, generator = running
-        results["generator"]["event_loop"] = generator.event_loop
-        tree = ProcessTree(server.process.pid)
-        for mix, bound in mixes.items():
-            sweep = run_sweep(generator, tree, mix, bound, _sweep_options(options))
-            record["sweeps"][mix] = sweep
-            _note_generator_cpu(results, sweep)
-            if options.profile and record["kind"] == "service":
-                record["profiles"][mix] = _profile(
-                    options, generator, tree, sweep, output, spec.label
-                )
-    return record
-
-
-@contextmanager
-def _server_and_generator(
-    options: argparse.Namespace,
-    spec: ServerSpec,
-    features: list[dict[str, Any]],
-    mixes: list[str],
-    output: Path,
-) -> Iterator[tuple[RunningServer, GeneratorProcess]]:
-    port = int(spec.command[spec.command.index("--port") + 1])
-    log_path = output / f"{spec.label.split()[0]}-{port}.log"
-    with run_server(spec, port, log_path) as server:
-        config = generator_config(
-            port, features, mixes, options.connections, options.bodies, options.seed
-        )
-        generator = GeneratorProcess(config)
-        try:
-            yield server, generator
-        finally:
-            generator.close()
-
-
-def _sweep_options(options: argparse.Namespace) -> SweepOptions:
-    return SweepOptions(
-        rates=options.rates,
-        step_s=options.step_seconds,
-        timeout_s=options.timeout_seconds,
-        settle_s=options.settle_seconds,
-        warmup_s=options.warmup_seconds,
-        stop_after_overloaded=options.stop_after_overloaded,
-        refine_steps=options.refine_steps,
-    )
-
-
-def _note_generator_cpu(results: dict[str, Any], sweep: dict[str, Any]) -> None:
-    peak = max(step["generator_cpu_cores"] for step in sweep["steps"])
-    results["generator"]["peak_cpu_cores"] = max(
-        results["generator"]["peak_cpu_cores"], peak
-    )
-
-
-def _profile(
-    options: argparse.Namespace,
-    generator: GeneratorProcess,
-    tree: ProcessTree,
-    sweep: dict[str, Any],
-    output: Path,
-    label: str,
-) -> dict[str, Any]:
-    """Profile the workers during one step at the highest rate they kept up with.
-
-    That is the busiest rate without timeouts, so the samples show where the
-    time goes when the service is the bottleneck.
-    """
-    steps = sweep["steps"]
-    kept_up = [s["offered_rate"] for s in steps if not is_overloaded(s)]
-    rate = max(kept_up) if kept_up else min(s["offered_rate"] for s in steps)
-    server_name = label.replace(" ", "-").replace("=", "-")
-    raw_path = output / f"profile-{server_name}-{sweep['mix']}.txt"
-    profiler = Profiler(tree.root.pid, options.step_seconds, raw_path)
-    step = measured_step(
-        generator,
-        tree,
-        StepPlan(rate, options.step_seconds, options.timeout_seconds, sweep["mix"]),
-    )
-    summary = profiler.finish()
-    summary["offered_rate"] = rate
-    summary["step"] = step
-    return summary
-
-
-def run_soak(options: argparse.Namespace, output: Path) -> dict[str, Any]:
-    """Run the service at one rate for a long time and sample its workers' RSS."""
-    features = _feature_spec(options.model_repository)
-    settings = (options.variant or [{}])[0]
-    spec = service_spec(
-        "service", options.model_repository, options.workers, find_free_port(), settings
-    )
-    soak: dict[str, Any] = {
-        "started_at": _timestamp(),
-        "machine": describe_machine(),
-        "load_before": _load_average(),
-        "options": _options_record(options),
-        "minutes": options.soak_minutes,
-        "rate": options.soak_rate,
-        "mix": options.soak_mix,
-        "steps": [],
-    }
-    with _server_and_generator(
-        options, spec, features, [options.soak_mix], output
-    ) as running:
-        server, generator = running
-        tree = ProcessTree(server.process.pid)
-        plan = StepPlan(
-            options.soak_rate,
-            options.soak_sample_seconds,
-            options.timeout_seconds,
-            options.soak_mix,
-        )
-        samples = round(options.soak_minutes * 60 / options.soak_sample_seconds)
-        for minute in range(samples):
-            step = measured_step(generator, tree, plan)
-            soak["steps"].append(step)
-            logger.info(
-                "soak sample %d: RSS MB %s, p99 %s ms",
-                minute + 1,
-                step["worker_rss_mb"],
-                step["latency_ms"]["p99"],
-            )
-
-    soak["load_after"] = _load_average()
-    soak["worker_rss_mb"] = _rss_series(soak["steps"])
-    soak["rss_check"] = check_soak(soak)
-    _write_json(output / "soak.json", soak)
-    summary = render_soak_markdown(soak)
-    (output / "soak.md").write_text(summary, encoding="utf-8")
-    print(summary)
-    return soak
-
-
-def _rss_series(steps: list[dict[str, Any]]) -> dict[str, list[float]]:
-    series: dict[str, list[float]] = {}
-    for step in steps:
-        for pid, rss in step["worker_rss_mb"].items():
-            series.setdefault(pid, []).append(rss)
-    return series
-
-
-def _feature_spec(repository: Path) -> list[dict[str, Any]]:
-    manifest = read_manifest(locate_model(repository).manifest_path)
-    return manifest["feature_spec"]["features"]
-
-
-def describe_machine() -> dict[str, Any]:
-    """Return the CPU model, usable cores, memory and Python version."""
-    return {
-        "cpu_model": _cpu_model(),
-        "cores": len(os.sched_getaffinity(0)),
-        "memory_gib": round(psutil.virtual_memory().total / GIB, 1),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
-def _cpu_model() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    for line in lscpu.stdout.splitlines():
-        if line.startswith("Model name:"):
-            return line.partition(":")[2].strip()
-    return "unknown"
-
-
-def _load_average() -> str:
-    one_minute, five_minutes, fifteen_minutes = os.getloadavg()
-    return f"{one_minute:.2f}, {five_minutes:.2f}, {fifteen_minutes:.2f} (1, 5, 15 min)"
-
-
-def _options_record(options: argparse.Namespace) -> dict[str, Any]:
-    return {
-        key: str(value) if isinstance(value, Path) else value
-        for key, value in vars(options).items()
-    }
-
-
-def _write_results(results: dict[str, Any], output: Path) -> None:
-    _write_json(output / "results.json", results)
-    summary = render_markdown(results)
-    (output / "summary.md").write_text(summary, encoding="utf-8")
-    plot_latency(results, output / "latency.png")
-    print(summary)
-    logger.info("wrote results.json, summary.md and latency.png to %s", output)
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
-
-
-def _timestamp() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from load_tests.loadgen import (
     build_request,
     parse_head,
 )
+from load_tests.servers import find_free_port, run_server, sink_spec
 
 SERVICE_TIME_S = 0.1
 RESPONSE = (
@@ -166,3 +167,23 @@ def test_parse_head_rejects_unframed_response():
 
     with pytest.raises(ProtocolError):
         parse_head(head)
+
+
+def test_sink_completes_every_generated_request(tmp_path):
+    port = find_free_port()
+    plan = StepPlan(50.0, 0.5, 5.0)
+
+    with run_server(sink_spec("sink", port), port, tmp_path / "sink.log"):
+        step = asyncio.run(_run_one_step(port, plan))
+
+    assert step["ok"] == step["scheduled"]
+
+
+async def _run_one_step(port: int, plan: StepPlan) -> dict[str, Any]:
+    request = build_request("127.0.0.1", port, "/v1/rank", b'{"candidates": []}')
+    generator = LoadGenerator("127.0.0.1", port, 4, {"": [(request, 0)]})
+    await generator.open()
+    try:
+        return await generator.run_step(plan)
+    finally:
+        generator.close()
