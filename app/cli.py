@@ -16,6 +16,7 @@ import uvicorn
 
 from app.errors import ModelLoadError, SettingsError
 from app.logging import logging_config
+from app.memory import limit_malloc_arenas
 from app.metrics import MULTIPROCESS_ENV, clear_multiprocess_dir
 from app.model import RankingModel, load_configured_model
 from app.settings import Settings, env_name, load_settings
@@ -134,6 +135,7 @@ def serve(options: argparse.Namespace) -> int:
         print(f"watchtime serve: cannot load the model: {error}", file=sys.stderr)
         return EXIT_USAGE
 
+    limit_malloc_arenas()
     made_runtime_dir = settings.runtime_dir is None
     settings = _prepare_runtime_dir(settings)
     _export_settings(settings, model)
