@@ -8,9 +8,11 @@ import logging
 import logging.config
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -148,6 +150,12 @@ def serve(options: argparse.Namespace) -> int:
 
 
 def _run_uvicorn(settings: Settings, log_config: dict) -> None:
+    # After its graceful shutdown, uvicorn raises the stop signal again for
+    # the handler that was in place before it. With the default handler, a
+    # stopped single-worker server would die of SIGTERM (exit status 143)
+    # instead of exiting with 0; this handler exits with 0, also when the
+    # signal arrives before uvicorn has installed its own.
+    signal.signal(signal.SIGTERM, _exit_successfully)
     uvicorn.run(
         APP_FACTORY,
         factory=True,
@@ -156,7 +164,12 @@ def _run_uvicorn(settings: Settings, log_config: dict) -> None:
         workers=settings.workers,
         log_level=settings.log_level,
         log_config=log_config,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
+
+
+def _exit_successfully(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def _prepare_runtime_dir(settings: Settings) -> Settings:

@@ -17,6 +17,7 @@ import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 
+from app.admission import AdmissionController
 from app.batching import Batcher
 from app.body_limit import BodySizeLimitMiddleware
 from app.encoding import InputLimits
@@ -29,6 +30,7 @@ from app.routes import router
 from app.routes.errors import install_error_handlers
 from app.routes.openapi import build_openapi
 from app.settings import Settings, load_settings
+from app.shutdown import ShutdownState, watch_stop_signals
 
 DESCRIPTION = (
     "Online ranking stage of a video recommender. `POST /v1/rank` scores a "
@@ -61,7 +63,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.ranking_service = RankingService(
         models, settings.max_candidates, metrics, limits
     )
+    app.state.admission = AdmissionController(
+        settings.resolved_ranking_threads(),
+        settings.max_in_flight,
+        metrics.rankings_in_flight.set,
+    )
     app.state.openapi_model = None
+    app.state.shutdown = ShutdownState()
 
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
@@ -113,11 +121,17 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         model.version,
         model.location.directory,
     )
-    async with anyio.create_task_group() as tasks:
-        if settings.reload_interval_s > 0 or settings.runtime_dir is not None:
-            tasks.start_soon(watch_repository, models, settings.reload_interval_s)
-        yield
-        tasks.cancel_scope.cancel()
+    restore_signals = watch_stop_signals(
+        app.state.shutdown, settings.shutdown_timeout_s
+    )
+    try:
+        async with anyio.create_task_group() as tasks:
+            if settings.reload_interval_s > 0 or settings.runtime_dir is not None:
+                tasks.start_soon(watch_repository, models, settings.reload_interval_s)
+            yield
+            tasks.cancel_scope.cancel()
+    finally:
+        restore_signals()
 
     logger.info("shutting down")
     if service.batcher is not None:

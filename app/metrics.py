@@ -159,6 +159,12 @@ class ServiceMetrics:
             "Feature values ignored because the model does not use their names.",
             registry=registry,
         )
+        self.rankings_in_flight = Gauge(
+            "watchtime_rankings_in_flight",
+            "Ranking requests admitted and not yet answered, waiting or running.",
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
 
     def _define_model_metrics(self) -> None:
         registry = self.registry

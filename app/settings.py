@@ -17,6 +17,9 @@ ENV_PREFIX = "WATCHTIME_"
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
+DEFAULT_RANKING_THREADS = 2
+"""Rankings per worker at once: one runs Python while another runs onnxruntime."""
+
 logger = logging.getLogger(__name__)
 
 
@@ -60,6 +63,18 @@ class Settings(BaseSettings):
     strict_features: bool = False
     """Reject feature names the model does not read, instead of ignoring them."""
 
+    request_deadline_ms: float = Field(default=1000.0, gt=0, le=600_000)
+    """Time from arrival within which a ranking must finish, unless a header sets it."""
+
+    max_in_flight: int = Field(default=64, ge=1)
+    """Maximum number of ranking requests admitted at once per worker."""
+
+    ranking_threads: int | None = Field(default=None, ge=1)
+    """Rankings run at once per worker; unset = 2, or max_in_flight with batching."""
+
+    shutdown_timeout_s: int = Field(default=20, ge=0)
+    """Seconds a stopping worker waits for requests in flight before cancelling them."""
+
     intra_op_threads: int | None = Field(default=None, ge=0)
     """onnxruntime threads per worker: unset = cores / workers, 0 = onnxruntime's."""
 
@@ -71,6 +86,16 @@ class Settings(BaseSettings):
 
     batch_max_delay_ms: float = Field(default=1.0, ge=0, le=1000)
     """Longest time a request waits for others to share its onnxruntime call."""
+
+    def resolved_ranking_threads(self) -> int:
+        """Return the rankings run at once per worker, deriving the default.
+
+        With batching, every admitted request needs a thread of its own to
+        wait in, because the batcher merges requests that wait together.
+        """
+        if self.ranking_threads is not None:
+            return self.ranking_threads
+        return self.max_in_flight if self.batching else DEFAULT_RANKING_THREADS
 
     def resolved_intra_op_threads(self) -> int:
         """Return the thread count to use, deriving the default from the cgroup."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from app.admission import AdmissionController
 from app.errors import ModelNotReady
 from app.metrics import ServiceMetrics
 from app.model import RankingModel
@@ -17,6 +18,11 @@ def get_ranking_service(request: Request) -> RankingService:
     if service is None or service.models.current is None:
         raise _not_ready()
     return service
+
+
+def get_admission(request: Request) -> AdmissionController:
+    """Return the admission control of ranking requests."""
+    return request.app.state.admission
 
 
 def get_model_manager(request: Request) -> ModelManager:

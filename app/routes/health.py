@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
+from app.errors import ShuttingDown
 from app.model import RankingModel
 from app.routes.dependencies import get_current_model
 from app.schemas import ErrorResponse
+from app.shutdown import ShutdownState
 
 router = APIRouter(tags=["operations"])
 
@@ -21,7 +23,18 @@ def check_alive() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"model": ErrorResponse}})
 def check_ready(
+    request: Request,
     model: Annotated[RankingModel, Depends(get_current_model)],
 ) -> dict[str, object]:
-    """Return 200 once the model is loaded and its golden replay passed."""
+    """Return 200 once the model is loaded and its golden replay passed.
+
+    Return 503 again from the moment the worker receives a stop signal, so
+    that load balancers stop sending requests while it drains.
+    """
+    shutdown: ShutdownState = request.app.state.shutdown
+    if shutdown.stopping:
+        raise ShuttingDown(
+            f"the server received {shutdown.signal_name} and is finishing the "
+            "requests it has; send new requests to another replica"
+        )
     return {"status": "ready", "model": {"name": model.name, "version": model.version}}

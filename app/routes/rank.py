@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import math
+import time
+from functools import partial
 from typing import Annotated
 
-import anyio.to_thread
 from fastapi import APIRouter, Depends, Request, Response
 
-from app.errors import UnsupportedMediaType
+from app.admission import AdmissionController
+from app.errors import InvalidRequest, UnsupportedMediaType
 from app.ranking import RankingService
-from app.routes.dependencies import get_ranking_service
+from app.routes.dependencies import get_admission, get_ranking_service
 from app.routes.errors import REQUEST_ID_HEADER
 from app.schemas import ErrorResponse, RankResponse
+from app.settings import Settings
 
 router = APIRouter(tags=["ranking"])
 
@@ -22,8 +26,22 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     },
     415: {"model": ErrorResponse, "description": "The body is not declared as JSON."},
     422: {"model": ErrorResponse, "description": "Invalid body or feature value."},
+    429: {
+        "model": ErrorResponse,
+        "description": "Overloaded: the ranking would miss its deadline. Retry after "
+        "the Retry-After seconds.",
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds after which the queue should have drained.",
+                "schema": {"type": "integer"},
+            }
+        },
+    },
     503: {"model": ErrorResponse, "description": "The model is not loaded yet."},
 }
+
+DEADLINE_HEADER = "X-Request-Deadline-Ms"
+MAX_DEADLINE_MS = 600_000.0
 
 # The body is read as bytes and decoded by the ranking service, which times
 # the decoding as a stage; the schema below documents it for OpenAPI clients.
@@ -52,6 +70,30 @@ def check_json_content_type(content_type: str | None) -> None:
     )
 
 
+def deadline_s(header: str | None, default_ms: float) -> float:
+    """Return the request's time budget in seconds, from its header or the default.
+
+    Raises InvalidRequest naming the header when it is not a number of
+    milliseconds in (0, 600000].
+    """
+    if header is None:
+        return default_ms / 1000
+    try:
+        milliseconds = float(header)
+    except ValueError:
+        milliseconds = math.nan
+    if not 0 < milliseconds <= MAX_DEADLINE_MS:
+        raise InvalidRequest(
+            f"the header {DEADLINE_HEADER} is invalid: got {header!r}, expected "
+            f"the milliseconds the caller can wait, a number in (0, "
+            f"{MAX_DEADLINE_MS:.0f}], or leave it out for the server's default "
+            f"of {default_ms:g} ms",
+            field=DEADLINE_HEADER,
+            value=header,
+        )
+    return milliseconds / 1000
+
+
 @router.post(
     "/v1/rank",
     response_model=RankResponse,
@@ -61,15 +103,27 @@ def check_json_content_type(content_type: str | None) -> None:
 async def rank(
     request: Request,
     service: Annotated[RankingService, Depends(get_ranking_service)],
+    admission: Annotated[AdmissionController, Depends(get_admission)],
 ) -> Response:
-    """Rank the candidates by expected watch time, highest first."""
+    """Rank the candidates by expected watch time, highest first.
+
+    A request that would miss its deadline, `X-Request-Deadline-Ms` or the
+    server's default, gets 429 with Retry-After at once.
+    """
+    arrived = time.monotonic()
+    settings: Settings = request.app.state.settings
     check_json_content_type(request.headers.get("content-type"))
+    budget_s = deadline_s(
+        request.headers.get(DEADLINE_HEADER), settings.request_deadline_ms
+    )
     body = await request.body()
     header_request_id = request.headers.get(REQUEST_ID_HEADER)
 
-    # Decoding, encoding and inference run in a worker thread, so a large
+    ticket = admission.admit(len(body), arrived + budget_s)
+    # Decoding, encoding and inference run in a ranking thread, so a large
     # request never blocks the event loop.
-    outcome = await anyio.to_thread.run_sync(service.rank_json, body, header_request_id)
+    ranking = partial(service.rank_json, body, header_request_id)
+    outcome = await admission.run(ticket, ranking)
     request.state.request_id = outcome.request_id
     return Response(
         outcome.body,
