@@ -2,7 +2,10 @@
 
 Records of the `app` loggers carry the request id and the model of the
 request being served, taken from context variables, so messages never paste
-them in. Request bodies are never logged.
+them in. Request bodies are never logged. Two things could still carry
+request values into a log, and both are removed here: the messages of logged
+exceptions, such as a KeyError that names a feature value, and the query
+string of an access record.
 """
 
 from __future__ import annotations
@@ -11,9 +14,13 @@ import copy
 import json
 import logging
 from contextvars import ContextVar
+from types import TracebackType
 from typing import Any
 
 from uvicorn.config import LOGGING_CONFIG
+from uvicorn.logging import DefaultFormatter
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 LEVELS = {
     "critical": logging.CRITICAL,
@@ -67,7 +74,80 @@ class HealthProbeFilter(logging.Filter):
         return path not in HEALTH_PROBE_PATHS
 
 
-class JsonFormatter(logging.Formatter):
+class QueryStringFilter(logging.Filter):
+    """Removes the query string from the path of uvicorn's access records.
+
+    No endpoint reads a query string, so one can only hold something a
+    client sent by mistake, such as a token.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and "?" in str(args[2]):
+            path = str(args[2]).partition("?")[0]
+            record.args = (args[0], args[1], path + "?...", args[3], args[4])
+        return True
+
+
+class RedactedException(Exception):
+    """Stands in for a logged exception, with its type but not its message."""
+
+
+def redact_exception(error: BaseException) -> BaseException:
+    """Return a copy of an exception and its chain, without their messages.
+
+    Each copy keeps the type name and the traceback, which tell where the
+    error happened, but not the message, which can quote a request value.
+    Exception groups keep their members, redacted the same way.
+    """
+    copies: dict[int, BaseException] = {}
+
+    def copy(original: BaseException) -> BaseException:
+        if id(original) in copies:
+            return copies[id(original)]
+        name = f"{type(original).__module__}.{type(original).__qualname__}"
+        note = f"{name}, message left out because it may quote request values"
+        redacted: BaseException
+        if isinstance(original, BaseExceptionGroup):
+            members = [copy(member) for member in original.exceptions]
+            redacted = ExceptionGroup(note, members)  # type: ignore[type-var]
+        else:
+            redacted = RedactedException(note)
+        copies[id(original)] = redacted
+        redacted.__traceback__ = original.__traceback__
+        if original.__cause__ is not None:
+            redacted.__cause__ = copy(original.__cause__)
+        if original.__context__ is not None:
+            redacted.__context__ = copy(original.__context__)
+        redacted.__suppress_context__ = original.__suppress_context__
+        return redacted
+
+    return copy(error)
+
+
+def _redacted_exc_info(exc_info: Any) -> Any:
+    error = exc_info[1] if isinstance(exc_info, tuple) else None
+    if error is None:
+        return exc_info
+    redacted = redact_exception(error)
+    return type(redacted), redacted, redacted.__traceback__
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats records with tracebacks whose exception messages are left out."""
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        return super().formatException(_redacted_exc_info(ei))
+
+
+class RedactingDefaultFormatter(DefaultFormatter):
+    """uvicorn's default formatter, with tracebacks as RedactingFormatter has them."""
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        return super().formatException(_redacted_exc_info(ei))
+
+
+class JsonFormatter(RedactingFormatter):
     """Formats each record as one JSON object on one line.
 
     The record is built as a dictionary and serialised, so a message with
@@ -111,9 +191,14 @@ def logging_config(level: str, log_format: str = "text") -> dict[str, Any]:
 
     config["filters"] = {
         "health_probes": {"()": "app.logging.HealthProbeFilter"},
+        "query_strings": {"()": "app.logging.QueryStringFilter"},
         "request_context": {"()": "app.logging.RequestContextFilter"},
     }
-    config["formatters"]["service"] = {"format": SERVICE_FORMAT}
+    config["formatters"]["service"] = {
+        "()": "app.logging.RedactingFormatter",
+        "fmt": SERVICE_FORMAT,
+    }
+    config["formatters"]["default"]["()"] = "app.logging.RedactingDefaultFormatter"
     if log_format == "json":
         json_formatter = {"()": "app.logging.JsonFormatter"}
         for name in ("service", "default", "access"):
@@ -123,6 +208,7 @@ def logging_config(level: str, log_format: str = "text") -> dict[str, Any]:
     config["handlers"]["access"]["filters"] = [
         *config["handlers"]["access"].get("filters", []),
         "health_probes",
+        "query_strings",
     ]
     config["handlers"]["service"] = {
         "class": "logging.StreamHandler",
