@@ -1,4 +1,4 @@
-"""Session fixtures: a simulated log and a model trained on it by the trainer."""
+"""Session fixtures: a simulated log and models trained on it by the trainer."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from trainer.mlp import NetworkOptions
+from trainer.outputs import VARIANTS
 from trainer.pipeline import TrainOptions, describe_data, train
 from trainer.simulate import simulate_log
 
 MODEL_NAME = "watchtime"
+VARIANT_LOG_ROWS = 4000
+"""Rows of the log each variant is trained on: enough to export, not to rank."""
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +44,27 @@ def model_dir(model_repository: Path) -> Path:
 def manifest(model_dir: Path) -> dict[str, Any]:
     """Return the trained model's manifest."""
     return json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def variant_model_dirs(
+    tmp_path_factory: pytest.TempPathFactory, simulated_log
+) -> dict[str, Path]:
+    """Return a version directory per training variant, each in its own repository.
+
+    The network is small and trains for two epochs, so the fixture stays fast.
+    """
+    log = simulated_log.head(VARIANT_LOG_ROWS)
+    data = describe_data(log, "simulator", [])
+    directories = {}
+    for index, variant in enumerate(VARIANTS):
+        repository = tmp_path_factory.mktemp(f"variant{index}")
+        options = TrainOptions(
+            repository=repository,
+            name=MODEL_NAME,
+            seed=3,
+            variant=variant,
+            network=NetworkOptions(hidden=(16, 8), max_epochs=2),
+        )
+        directories[variant] = train(log, data, options)
+    return directories

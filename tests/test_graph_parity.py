@@ -1,7 +1,12 @@
-"""The ONNX graph against an independent numpy computation from the manifest."""
+"""The ONNX graph against an independent numpy computation from the manifest.
+
+The first tests check the shared `weighted` model in detail; the tests at the
+end check every output of every training variant's graph.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -17,7 +22,9 @@ from app.contract import (
     category_id,
 )
 from trainer.export import run_graph
-from trainer.reference import reference_logit, reference_watch_time
+from trainer.outputs import VARIANTS
+from trainer.parameters import load_network
+from trainer.reference import reference_logit, reference_outputs, reference_watch_time
 from trainer.tensors import request_tensors
 
 RELATIVE_TOLERANCE = 1e-5
@@ -126,3 +133,59 @@ def test_reference_logit_ignores_padding_ids(manifest):
     np.testing.assert_allclose(
         reference_logit(manifest, padded), reference_logit(manifest, tensors)
     )
+
+
+def variant_manifest(directory) -> dict[str, Any]:
+    return json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+
+
+def output_errors(directory, tensors: dict[str, np.ndarray]) -> dict[str, float]:
+    """Return each output's largest relative error, the logit's through exp."""
+    network = load_network(variant_manifest(directory), directory)
+    graph = run_graph(directory / "model.onnx", tensors)
+    expected = reference_outputs(network, tensors)
+    graph[LOGIT_OUTPUT] = np.exp(graph[LOGIT_OUTPUT])
+    expected[LOGIT_OUTPUT] = np.exp(expected[LOGIT_OUTPUT])
+    return {name: relative_error(graph[name], expected[name]) for name in expected}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_graph_matches_numpy_on_golden_requests(variant_model_dirs, variant):
+    directory = variant_model_dirs[variant]
+    manifest = variant_manifest(directory)
+    spec = FeatureSpec.from_dict(manifest["feature_spec"])
+
+    for golden in manifest["golden"]:
+        errors = output_errors(directory, request_tensors(spec, golden["request"]))
+
+        for name, error in errors.items():
+            assert error <= RELATIVE_TOLERANCE, name
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_graph_matches_numpy_on_random_inputs(
+    variant_model_dirs, variant, seed
+):
+    directory = variant_model_dirs[variant]
+    spec = FeatureSpec.from_dict(variant_manifest(directory)["feature_spec"])
+
+    errors = output_errors(directory, random_tensors(spec, seed))
+
+    for name, error in errors.items():
+        assert error <= RELATIVE_TOLERANCE, name
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_golden_outputs_replay(variant_model_dirs, variant):
+    directory = variant_model_dirs[variant]
+    manifest = variant_manifest(directory)
+    spec = FeatureSpec.from_dict(manifest["feature_spec"])
+
+    for golden in manifest["golden"]:
+        outputs = run_graph(
+            directory / "model.onnx", request_tensors(spec, golden["request"])
+        )
+
+        for name, recorded in golden["outputs"].items():
+            np.testing.assert_allclose(outputs[name], recorded, rtol=1e-6)

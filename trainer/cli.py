@@ -1,22 +1,28 @@
-"""The training subcommands of `watchtime`: simulate, train and evaluate."""
+"""The training subcommands of `watchtime`: simulate, train, evaluate, compare."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from app.contract import WATCH_TIME_OUTPUT, FeatureSpec
+from trainer.compare import CLICK_RATES, DEPTHS, CompareOptions, run_comparison
 from trainer.evaluate import holdout_metrics
 from trainer.export import run_graph
 from trainer.fit import FitOptions
 from trainer.kuairand import load_kuairand
 from trainer.logs import read_log, write_log
+from trainer.mlp import NetworkOptions
+from trainer.outputs import VARIANTS, WEIGHTED
 from trainer.pipeline import TrainOptions, describe_data, train
+from trainer.resample import ResampleOptions
+from trainer.selection import L2_GRID
 from trainer.simulate import simulate_log
 from trainer.tensors import log_tensors
 
@@ -62,9 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--holdout-fraction", type=float, default=0.2, help="share of pages held out"
     )
     fit.add_argument(
-        "--l2", type=float, default=0.1, help="inverse L2 strength, scikit-learn C"
+        "--variant",
+        choices=VARIANTS,
+        default=WEIGHTED,
+        help="training variant (default: weighted); docs/training.md compares them",
     )
-    fit.add_argument("--max-iter", type=int, default=500, help="L-BFGS iteration limit")
+    _add_fit_options(fit)
+    fit.add_argument(
+        "--l2-grid",
+        type=l2_list,
+        default=(),
+        help="candidate --l2 values, e.g. 0.01,0.1,1; each linear model takes the "
+        "one with the lowest loss on 20%% of the training pages (default: none, "
+        "use --l2)",
+    )
+    fit.add_argument(
+        "--hidden",
+        type=hidden_layers,
+        default=NetworkOptions().hidden,
+        help="weighted-mlp hidden layer sizes, e.g. 256,128,64, or none",
+    )
 
     evaluate = commands.add_parser(
         "evaluate", help="score a log with an exported model"
@@ -73,7 +96,138 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", type=Path, required=True, help="model version directory"
     )
     evaluate.add_argument("--log", type=Path, required=True, help="impression log")
+
+    _add_compare_parser(commands)
     return parser
+
+
+def _add_fit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--l2", type=float, default=0.1, help="inverse L2 strength, scikit-learn C"
+    )
+    parser.add_argument(
+        "--max-iter", type=int, default=500, help="L-BFGS iteration limit"
+    )
+    parser.add_argument(
+        "--resample-max-rows",
+        type=int,
+        default=ResampleOptions().max_rows,
+        help="resampled: largest replicated log, which sets the unit",
+    )
+    parser.add_argument(
+        "--resample-unit-s",
+        type=float,
+        help="resampled: seconds of watch time per copy (default: the smallest "
+        "unit of at least 1 s that fits --resample-max-rows)",
+    )
+    parser.add_argument(
+        "--max-epochs",
+        type=int,
+        default=NetworkOptions().max_epochs,
+        help="weighted-mlp: largest number of Adam epochs",
+    )
+
+
+def _add_compare_parser(commands: argparse._SubParsersAction) -> None:
+    compare = commands.add_parser(
+        "compare",
+        help="train every variant on simulated logs and write a report",
+        description="Train every variant on simulated logs at several click "
+        "rates and write report.json, report.md and PNG figures.",
+    )
+    compare.add_argument("--out", type=Path, required=True, help="report directory")
+    compare.add_argument(
+        "--rows", type=int, default=200_000, help="impressions per simulated log"
+    )
+    compare.add_argument(
+        "--seeds", type=integer_list, default=(1,), help="seeds, e.g. 1,2,3"
+    )
+    compare.add_argument(
+        "--click-rates",
+        type=rate_list,
+        default=CLICK_RATES,
+        help="mean click probabilities, e.g. 0.02,0.1,0.25,0.45",
+    )
+    compare.add_argument(
+        "--variants",
+        type=variant_list,
+        default=VARIANTS,
+        help=f"variants to train, from {','.join(VARIANTS)}",
+    )
+    compare.add_argument(
+        "--hidden",
+        type=hidden_layers,
+        action="append",
+        help="weighted-mlp hidden layer sizes; repeat for several depths "
+        "(default: none, 64, 128,64 and 256,128,64)",
+    )
+    compare.add_argument(
+        "--l2-grid",
+        type=l2_list,
+        default=L2_GRID,
+        help="candidate --l2 values of the linear models, chosen by validation "
+        f"loss; none uses --l2 (default: {','.join(map(str, L2_GRID))})",
+    )
+    _add_fit_options(compare)
+
+
+def hidden_layers(text: str) -> tuple[int, ...]:
+    """Parse `256,128,64` into layer sizes; `none` or an empty text is ()."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid hidden layer sizes {text!r}; write e.g. 256,128,64 or none"
+        ) from None
+
+
+def integer_list(text: str) -> tuple[int, ...]:
+    """Parse `1,2,3` into integers."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid integer list {text!r}; write e.g. 1,2,3"
+        ) from None
+
+
+def rate_list(text: str) -> tuple[float, ...]:
+    """Parse `0.02,0.45` into click rates."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid click rate list {text!r}; write e.g. 0.02,0.1,0.25,0.45"
+        ) from None
+
+
+def l2_list(text: str) -> tuple[float, ...]:
+    """Parse `0.01,0.1,1` into positive penalties; `none` is an empty grid."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"invalid l2 list {text!r}; write positive numbers such as 0.01,0.1,1 "
+            "or none"
+        )
+    return values
+
+
+def variant_list(text: str) -> tuple[str, ...]:
+    """Parse `weighted,poisson` into variant names."""
+    names = tuple(part.strip() for part in text.split(","))
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown variants {unknown}; choose from {','.join(VARIANTS)}"
+        )
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,8 +235,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    args = build_parser().parse_args(argv)
-    handlers = {"simulate": _simulate, "train": _train, "evaluate": _evaluate}
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(arguments)
+    args.arguments = arguments
+    handlers = {
+        "simulate": _simulate,
+        "train": _train,
+        "evaluate": _evaluate,
+        "compare": _compare,
+    }
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
@@ -119,11 +280,22 @@ def _train(args: argparse.Namespace) -> int:
         version=args.version,
         seed=args.seed,
         holdout_fraction=args.holdout_fraction,
-        fit=FitOptions(l2=args.l2, max_iter=args.max_iter),
+        variant=args.variant,
+        fit=_fit_options(args),
+        resample=_resample_options(args),
+        network=NetworkOptions(hidden=args.hidden, max_epochs=args.max_epochs),
     )
     directory = train(log, data, options)
     print(directory)
     return 0
+
+
+def _fit_options(args: argparse.Namespace) -> FitOptions:
+    return FitOptions(l2=args.l2, max_iter=args.max_iter, l2_grid=args.l2_grid)
+
+
+def _resample_options(args: argparse.Namespace) -> ResampleOptions:
+    return ResampleOptions(max_rows=args.resample_max_rows, unit_s=args.resample_unit_s)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -135,4 +307,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     outputs = run_graph(args.model / "model.onnx", log_tensors(spec, log))
     metrics = holdout_metrics(log, outputs[WATCH_TIME_OUTPUT].astype(np.float64))
     print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    # The report module draws figures with matplotlib, which only this
+    # command needs, so it is imported here.
+    from trainer.report import write_report
+
+    options = CompareOptions(
+        rows=args.rows,
+        seeds=args.seeds,
+        click_rates=args.click_rates,
+        variants=args.variants,
+        depths=tuple(args.hidden) if args.hidden else DEPTHS,
+        fit=_fit_options(args),
+        resample=_resample_options(args),
+        network=NetworkOptions(max_epochs=args.max_epochs),
+    )
+    runs, truths = run_comparison(options)
+    command = shlex.join(["python", "-m", "trainer", *args.arguments])
+    write_report(args.out, options, runs, truths, command)
+    print(args.out)
     return 0

@@ -16,11 +16,12 @@ from app.contract import (
     HASH_ALGORITHM,
     LOGIT_OUTPUT,
     MANIFEST_FORMAT,
-    WATCH_TIME_OUTPUT,
     FeatureSpec,
 )
 from trainer.features import split_id_list
-from trainer.reference import reference_logit
+from trainer.network import Network
+from trainer.parameters import PARAMETERS_FILE
+from trainer.reference import reference_outputs
 from trainer.tensors import Tensors, request_tensors
 
 logger = logging.getLogger(__name__)
@@ -42,11 +43,11 @@ def next_version(repository: Path, name: str) -> int:
 
 
 def run_graph(model: onnx.ModelProto | Path, tensors: Tensors) -> dict[str, np.ndarray]:
-    """Run the graph with onnxruntime and return its outputs by name."""
+    """Run the graph with onnxruntime and return all its outputs by name."""
     source = str(model) if isinstance(model, Path) else model.SerializeToString()
     session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     feeds = {i.name: tensors[i.name] for i in session.get_inputs()}
-    names = [LOGIT_OUTPUT, WATCH_TIME_OUTPUT]
+    names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, feeds), strict=True))
 
 
@@ -99,15 +100,17 @@ def _json_value(kind: str, value: Any) -> Any:
 
 
 def golden_outputs(
-    model: onnx.ModelProto, manifest: dict[str, Any], requests: list[dict[str, Any]]
+    model: onnx.ModelProto, network: Network, requests: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Run each golden request through the graph and check it against numpy."""
-    spec = FeatureSpec.from_dict(manifest["feature_spec"])
+    """Run each golden request through the graph and check it against numpy.
+
+    `network` holds the parameters exactly as the manifest stores them.
+    """
     golden = []
     for request in requests:
-        tensors = request_tensors(spec, request)
+        tensors = request_tensors(network.spec, request)
         outputs = run_graph(model, tensors)
-        _check_parity(outputs[LOGIT_OUTPUT], reference_logit(manifest, tensors))
+        check_parity(outputs, reference_outputs(network, tensors))
         golden.append(
             {
                 "request": request,
@@ -117,26 +120,49 @@ def golden_outputs(
     return golden
 
 
-def _check_parity(graph_logit: np.ndarray, numpy_logit: np.ndarray) -> None:
-    graph_value, numpy_value = np.exp(graph_logit), np.exp(numpy_logit)
-    error = np.max(np.abs(graph_value / numpy_value - 1.0), initial=0.0)
-    if error > PARITY_TOLERANCE:
-        raise ExportError(
-            f"graph and numpy watch times differ by {error:.2e} relative, "
-            f"more than {PARITY_TOLERANCE:.0e}"
-        )
+def parity_error(graph_values: np.ndarray, numpy_values: np.ndarray) -> float:
+    """Return the largest relative difference between two positive outputs."""
+    return float(np.max(np.abs(graph_values / numpy_values - 1.0), initial=0.0))
+
+
+def check_parity(
+    graph_outputs: dict[str, np.ndarray], numpy_outputs: dict[str, np.ndarray]
+) -> None:
+    """Raise ExportError when an output of the graph differs from numpy.
+
+    Every output is compared relatively, the logit through its exponential,
+    because a relative error of a logit near zero says nothing.
+    """
+    for name, expected in numpy_outputs.items():
+        actual = graph_outputs[name].astype(np.float64)
+        if name == LOGIT_OUTPUT:
+            actual, expected = np.exp(actual), np.exp(expected)
+        error = parity_error(actual, expected)
+        if error > PARITY_TOLERANCE:
+            raise ExportError(
+                f"graph and numpy {name} differ by {error:.2e} relative, "
+                f"more than {PARITY_TOLERANCE:.0e}"
+            )
 
 
 def write_model(
-    directory: Path, model: onnx.ModelProto, manifest: dict[str, Any]
+    directory: Path,
+    model: onnx.ModelProto,
+    manifest: dict[str, Any],
+    parameters: bytes | None = None,
 ) -> None:
-    """Write both files; refuse to overwrite an existing version."""
+    """Write the graph, the manifest and, if given, the parameter file.
+
+    Raises FileExistsError rather than overwrite an existing version.
+    """
     if directory.exists():
         raise FileExistsError(
             f"{directory} already exists; choose another --version or remove it"
         )
     directory.mkdir(parents=True)
     onnx.save_model(model, directory / "model.onnx")
+    if parameters is not None:
+        (directory / PARAMETERS_FILE).write_bytes(parameters)
     text = json.dumps(manifest, indent=2, allow_nan=False) + "\n"
     (directory / "manifest.json").write_text(text, encoding="utf-8")
     logger.info("wrote %s", directory)
@@ -156,8 +182,14 @@ def manifest_header(
     }
 
 
-def graph_signature(model: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:
-    """Describe the graph's inputs and outputs for the manifest."""
+def graph_signature(
+    model: onnx.ModelProto, descriptions: dict[str, str] | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Describe the graph's inputs and outputs for the manifest.
+
+    An output named in `descriptions` also gets its `description`.
+    """
+    descriptions = descriptions or {}
 
     def describe(value: onnx.ValueInfoProto) -> dict[str, Any]:
         tensor = value.type.tensor_type
@@ -165,7 +197,8 @@ def graph_signature(model: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:
         shape = [d.dim_param or d.dim_value for d in tensor.shape.dim]
         return {"name": value.name, "dtype": dtype, "shape": shape}
 
-    return {
-        "inputs": [describe(v) for v in model.graph.input],
-        "outputs": [describe(v) for v in model.graph.output],
-    }
+    outputs = [describe(v) for v in model.graph.output]
+    for output in outputs:
+        if output["name"] in descriptions:
+            output["description"] = descriptions[output["name"]]
+    return {"inputs": [describe(v) for v in model.graph.input], "outputs": outputs}

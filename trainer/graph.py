@@ -1,9 +1,11 @@
-"""Build the ONNX graph of a linear watch-time model, transforms included.
+"""Build the ONNX graph of a trained network, feature transforms included.
 
-The graph takes the raw tensors of docs/model-format.md and outputs `logit`
-and `expected_watch_time_s = exp(logit)`. Context contributions are computed
-once per request row and gathered to the candidate rows, so a batch of several
-requests costs one context transform per request.
+The graph takes the raw tensors of docs/model-format.md and computes the
+network of `trainer.network`: the first layer over the transformed features,
+then the dense layers, then the variant's outputs. Context contributions to
+the first layer are computed once per request row and gathered to the
+candidate rows, so a batch of several requests costs one context transform per
+request.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from app.contract import (
     Feature,
     FeatureSpec,
 )
+from trainer.network import Network
+from trainer.outputs import CLICK_PROBABILITY_OUTPUT
 
 OPSET = 17
 LOGIT_CAP = 88.0
@@ -50,28 +54,55 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op_type, inputs, [output], **attrs))
         return output
 
+    def output(self, op_type: str, inputs: list[str], name: str) -> None:
+        """Add a node whose output is the graph output `name`."""
+        self.nodes.append(helper.make_node(op_type, inputs, [name]))
 
-def build_linear_graph(
-    spec: FeatureSpec, bias: float, weights: dict[str, np.ndarray]
-) -> onnx.ModelProto:
-    """Return the ONNX model of `exp(Wx + b)` over the spec's transforms."""
+
+def build_graph(network: Network) -> onnx.ModelProto:
+    """Return the ONNX model of `network` over its spec's transforms."""
     graph = GraphBuilder()
+    activations = _first_layer(graph, network)
+
+    for layer in network.layers:
+        hidden = graph.op("Relu", [activations], "relu")
+        product = graph.op(
+            "MatMul", [hidden, _float_constant(graph, "dense_w", layer.weights)], "mm"
+        )
+        activations = graph.op(
+            "Add", [product, _float_constant(graph, "dense_b", layer.bias)], "dense"
+        )
+
+    output_names = _outputs(graph, activations, network.click_head)
+    return _assemble(graph, network.spec, output_names)
+
+
+def _first_layer(graph: GraphBuilder, network: Network) -> str:
+    """Sum the feature and cross terms and the bias into an (N, units) tensor."""
+    spec = network.spec
     contributions: dict[str, list[str]] = {"context": [], "candidate": []}
     buckets: dict[str, str] = {}
 
     for feature in spec.features:
-        term, bucket = _feature_term(graph, feature, weights[feature.name])
+        table = network.tables[feature.name]
+        term, bucket = _feature_term(graph, feature, table)
         contributions[feature.source].append(term)
         if bucket is not None:
             buckets[feature.name] = bucket
 
     for cross in spec.crosses:
         contributions["candidate"].append(
-            _cross_term(graph, spec, cross, buckets, weights[cross.name])
+            _cross_term(graph, spec, cross, buckets, network.tables[cross.name])
         )
 
-    logit = _sum_logit(graph, contributions, bias)
-    return _assemble(graph, spec, logit)
+    terms = list(contributions["candidate"])
+    if contributions["context"]:
+        context = graph.op("Sum", contributions["context"], "context_sum")
+        terms.append(
+            graph.op("Gather", [context, CANDIDATE_REQUEST_INPUT], "ctx", axis=0)
+        )
+    terms.append(_float_constant(graph, "bias", network.bias))
+    return graph.op("Sum", terms, "first_layer")
 
 
 def _cross_term(
@@ -79,9 +110,9 @@ def _cross_term(
     spec: FeatureSpec,
     cross: Cross,
     buckets: dict[str, str],
-    weights: np.ndarray,
+    table: np.ndarray,
 ) -> str:
-    """Weigh the bucket `(bucket_a · buckets_b + bucket_b) mod buckets`."""
+    """Look up the bucket `(bucket_a · buckets_b + bucket_b) mod buckets`."""
     first, second = (spec.by_name(name) for name in cross.features)
     second_width = graph.constant("width", np.int64(second.transform["buckets"]))
     scaled = graph.op(
@@ -92,25 +123,25 @@ def _cross_term(
     )
     cross_width = graph.constant("buckets", np.int64(cross.buckets))
     bucket = graph.op("Mod", [pair, cross_width], f"{cross.name}_bucket")
-    return _gather(graph, weights, bucket, cross.name)
+    return _gather(graph, table, bucket, cross.name)
 
 
 def _feature_term(
-    graph: GraphBuilder, feature: Feature, weights: np.ndarray
+    graph: GraphBuilder, feature: Feature, table: np.ndarray
 ) -> tuple[str, str | None]:
-    """Return the feature's logit contribution and, if categorical, its bucket."""
+    """Return the feature's (rows, units) term and, if categorical, its bucket."""
     if feature.kind == "numeric":
-        return _numeric_term(graph, feature, weights), None
+        return _numeric_term(graph, feature, table), None
 
     buckets = graph.constant("buckets", np.int64(feature.transform["buckets"]))
     if feature.kind == "categorical":
         bucket = graph.op("Mod", [feature.name, buckets], f"{feature.name}_bucket")
-        return _gather(graph, weights, bucket, feature.name), bucket
+        return _gather(graph, table, bucket, feature.name), bucket
 
-    return _id_list_term(graph, feature, weights, buckets), None
+    return _id_list_term(graph, feature, table, buckets), None
 
 
-def _numeric_term(graph: GraphBuilder, feature: Feature, weights: np.ndarray) -> str:
+def _numeric_term(graph: GraphBuilder, feature: Feature, table: np.ndarray) -> str:
     """Quantile-normalise as a sum of clipped ramps, then weigh x̃, x̃², √x̃.
 
     For strictly increasing knots q and CDF values c, np.interp equals
@@ -118,25 +149,18 @@ def _numeric_term(graph: GraphBuilder, feature: Feature, weights: np.ndarray) ->
     """
     knots = np.asarray(feature.transform["knots"], dtype=np.float64)
     cdf = np.asarray(feature.transform["cdf"], dtype=np.float64)
-    zero = graph.op("Mul", [feature.name, graph.constant("zero", np.float32(0))], "0")
+    axis = graph.constant("axis", np.array([1], np.int64))
+    column = graph.op("Unsqueeze", [feature.name, axis], "col")
+    zero = graph.op("Mul", [column, graph.constant("zero", np.float32(0))], "0")
     normalised = graph.op("Add", [zero, graph.constant("c0", np.float32(cdf[0]))], "c")
 
     if len(knots) > 1:
-        column = graph.op(
-            "Unsqueeze",
-            [feature.name, graph.constant("axis", np.array([1], np.int64))],
-            "col",
-        )
         offset = graph.op(
             "Sub", [column, graph.constant("left", knots[:-1].astype(np.float32))], "d"
         )
+        inverse_width = (1 / np.diff(knots)).astype(np.float32)
         scaled = graph.op(
-            "Mul",
-            [
-                offset,
-                graph.constant("inv_width", (1 / np.diff(knots)).astype(np.float32)),
-            ],
-            "t",
+            "Mul", [offset, graph.constant("inv_width", inverse_width)], "t"
         )
         ramps = graph.op(
             "Clip",
@@ -147,49 +171,50 @@ def _numeric_term(graph: GraphBuilder, feature: Feature, weights: np.ndarray) ->
             ],
             "ramp",
         )
-        rise = graph.op(
-            "MatMul",
-            [ramps, graph.constant("rise", np.diff(cdf).astype(np.float32))],
-            "r",
-        )
-        normalised = graph.op("Add", [normalised, rise], f"{feature.name}_cdf")
+        rise = np.diff(cdf).astype(np.float32).reshape(-1, 1)
+        increase = graph.op("MatMul", [ramps, graph.constant("rise", rise)], "r")
+        normalised = graph.op("Add", [normalised, increase], f"{feature.name}_cdf")
 
     squared = graph.op("Mul", [normalised, normalised], "sq")
     root = graph.op("Sqrt", [normalised], "sqrt")
-    w = weights.astype(np.float32)
-    terms = [
-        graph.op("Mul", [part, graph.constant("w", w[i])], "wx")
-        for i, part in enumerate([normalised, squared, root])
-    ]
-    return graph.op("Sum", terms, f"{feature.name}_term")
+    basis = graph.op("Concat", [normalised, squared, root], "basis", axis=1)
+    weights = _float_constant(graph, f"{feature.name}_weights", table)
+    return graph.op("MatMul", [basis, weights], f"{feature.name}_term")
 
 
 def _id_list_term(
-    graph: GraphBuilder, feature: Feature, weights: np.ndarray, buckets: str
+    graph: GraphBuilder, feature: Feature, table: np.ndarray, buckets: str
 ) -> str:
-    """Average the weights of the list's buckets, skipping padding ids."""
+    """Average the table rows of the list's buckets, skipping padding ids."""
     ids = feature.name
+    zero = graph.constant("zero", np.int64(0))
     present = graph.op(
         "Cast",
-        [graph.op("GreaterOrEqual", [ids, graph.constant("zero", np.int64(0))], "ge")],
+        [graph.op("GreaterOrEqual", [ids, zero], "ge")],
         "mask",
         to=TensorProto.FLOAT,
     )
-    clipped = graph.op("Max", [ids, graph.constant("zero", np.int64(0))], "ids")
+    clipped = graph.op("Max", [ids, zero], "ids")
     bucket = graph.op("Mod", [clipped, buckets], "bucket")
-    gathered = _gather(graph, weights, bucket, feature.name)
-    masked = graph.op("Mul", [gathered, present], "masked")
+    gathered = _gather(graph, table, bucket, feature.name)
+    last_axis = graph.constant("last_axis", np.array([2], np.int64))
+    mask = graph.op("Unsqueeze", [present, last_axis], "mask3")
+    masked = graph.op("Mul", [gathered, mask], "masked")
 
-    axes = graph.constant("axes", np.array([1], np.int64))
-    total = graph.op("ReduceSum", [masked, axes], "total", keepdims=0)
-    count = graph.op("ReduceSum", [present, axes], "count", keepdims=0)
+    list_axis = graph.constant("list_axis", np.array([1], np.int64))
+    total = graph.op("ReduceSum", [masked, list_axis], "total", keepdims=0)
+    count = graph.op("ReduceSum", [present, list_axis], "count", keepdims=1)
     count = graph.op("Max", [count, graph.constant("one", np.float32(1))], "count")
     return graph.op("Div", [total, count], f"{feature.name}_term")
 
 
-def _gather(graph: GraphBuilder, weights: np.ndarray, index: str, hint: str) -> str:
-    table = graph.constant(f"{hint}_weights", weights.astype(np.float32))
-    return graph.op("Gather", [table, index], f"{hint}_w", axis=0)
+def _gather(graph: GraphBuilder, table: np.ndarray, index: str, hint: str) -> str:
+    weights = _float_constant(graph, f"{hint}_weights", table)
+    return graph.op("Gather", [weights, index], f"{hint}_w", axis=0)
+
+
+def _float_constant(graph: GraphBuilder, hint: str, value: np.ndarray) -> str:
+    return graph.constant(hint, np.ascontiguousarray(value, dtype=np.float32))
 
 
 def _candidate_rows(graph: GraphBuilder, feature: Feature, tensor: str) -> str:
@@ -198,33 +223,42 @@ def _candidate_rows(graph: GraphBuilder, feature: Feature, tensor: str) -> str:
     return graph.op("Gather", [tensor, CANDIDATE_REQUEST_INPUT], "per_row", axis=0)
 
 
-def _sum_logit(
-    graph: GraphBuilder, contributions: dict[str, list[str]], bias: float
-) -> str:
-    terms = list(contributions["candidate"])
-    if contributions["context"]:
-        context = graph.op("Sum", contributions["context"], "context_sum")
-        terms.append(
-            graph.op("Gather", [context, CANDIDATE_REQUEST_INPUT], "ctx", axis=0)
-        )
-    terms.append(graph.constant("bias", np.float32(bias)))
-    return graph.op("Sum", terms, "logit_sum")
+def _column(graph: GraphBuilder, activations: str, index: int, hint: str) -> str:
+    position = graph.constant("column", np.int64(index))
+    return graph.op("Gather", [activations, position], hint, axis=1)
 
 
-def _assemble(graph: GraphBuilder, spec: FeatureSpec, logit: str) -> onnx.ModelProto:
-    graph.nodes.append(helper.make_node("Identity", [logit], [LOGIT_OUTPUT]))
+def _outputs(graph: GraphBuilder, activations: str, click_head: bool) -> list[str]:
+    """Add the output nodes and return the output names in graph order."""
+    logit = _column(graph, activations, 0, "logit_column")
+    graph.output("Identity", [logit], LOGIT_OUTPUT)
     capped = graph.op(
         "Min", [LOGIT_OUTPUT, graph.constant("cap", np.float32(LOGIT_CAP))], "capped"
     )
-    graph.nodes.append(helper.make_node("Exp", [capped], [WATCH_TIME_OUTPUT]))
+    if not click_head:
+        graph.output("Exp", [capped], WATCH_TIME_OUTPUT)
+        return [LOGIT_OUTPUT, WATCH_TIME_OUTPUT]
 
+    # 1 - sigmoid(z) is computed as sigmoid(-z), which keeps its precision in
+    # float32 when the click probability is close to 1.
+    click_logit = _column(graph, activations, 1, "click_logit")
+    graph.output("Sigmoid", [click_logit], CLICK_PROBABILITY_OUTPUT)
+    no_click = graph.op("Sigmoid", [graph.op("Neg", [click_logit], "neg")], "no_click")
+    odds = graph.op("Exp", [capped], "odds")
+    graph.output("Mul", [odds, no_click], WATCH_TIME_OUTPUT)
+    return [LOGIT_OUTPUT, CLICK_PROBABILITY_OUTPUT, WATCH_TIME_OUTPUT]
+
+
+def _assemble(
+    graph: GraphBuilder, spec: FeatureSpec, output_names: list[str]
+) -> onnx.ModelProto:
     inputs = [_input_info(f) for f in spec.features]
     inputs.append(
         helper.make_tensor_value_info(CANDIDATE_REQUEST_INPUT, TensorProto.INT64, ["N"])
     )
     outputs = [
         helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N"])
-        for name in (LOGIT_OUTPUT, WATCH_TIME_OUTPUT)
+        for name in output_names
     ]
     body = helper.make_graph(
         graph.nodes, "watchtime", inputs, outputs, graph.initializers

@@ -25,25 +25,46 @@ from trainer.export import (
     write_model,
 )
 from trainer.features import fit_spec
-from trainer.fit import FitOptions, fit_weighted_lr
-from trainer.graph import build_linear_graph
+from trainer.fit import FitOptions
+from trainer.graph import build_graph
+from trainer.mlp import NetworkOptions
+from trainer.outputs import RESAMPLED, WEIGHTED, WEIGHTED_MLP, output_descriptions
+from trainer.parameters import manifest_parameters, rounded
+from trainer.resample import ResampleOptions
+from trainer.split import split_by_request
 from trainer.tensors import log_tensors
+from trainer.variants import FittedVariant, VariantOptions, fit_variant
+
+__all__ = [
+    "TrainOptions",
+    "creation_time",
+    "describe_data",
+    "file_sha256",
+    "split_by_request",
+    "train",
+]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """Output location and fitting options of a training run."""
+    """Output location, variant and fitting options of a training run."""
 
     repository: Path
     name: str = "watchtime"
     version: int | None = None
     """Version to write; the next free integer when None."""
     seed: int = 0
-    """Seed of the train/holdout split."""
+    """Seed of the train/holdout split, of resampling and of the network."""
     holdout_fraction: float = 0.2
+    variant: str = WEIGHTED
     fit: FitOptions = field(default_factory=FitOptions)
+    resample: ResampleOptions = field(default_factory=ResampleOptions)
+    network: NetworkOptions = field(default_factory=NetworkOptions)
+
+    def variant_options(self) -> VariantOptions:
+        return VariantOptions(self.variant, self.fit, self.resample, self.network)
 
 
 def file_sha256(path: Path) -> str:
@@ -67,23 +88,6 @@ def describe_data(log: pd.DataFrame, source: str, files: list[Path]) -> dict[str
     }
 
 
-def split_by_request(
-    log: pd.DataFrame, holdout_fraction: float, seed: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split whole pages into train and holdout, so no page is in both."""
-    if not 0.0 < holdout_fraction < 1.0:
-        raise ValueError(
-            f"holdout fraction {holdout_fraction} is outside (0, 1); use e.g. 0.2"
-        )
-    pages = log["request_id"].unique()
-    rng = np.random.default_rng(seed)
-    holdout_size = max(1, int(len(pages) * holdout_fraction))
-    holdout_pages = set(rng.choice(pages, size=holdout_size, replace=False))
-    in_holdout = log["request_id"].isin(holdout_pages).to_numpy()
-    train_log = log[~in_holdout].reset_index(drop=True)
-    return train_log, log[in_holdout].reset_index(drop=True)
-
-
 def creation_time() -> str:
     """Return now in UTC, or SOURCE_DATE_EPOCH when set, for reproducible builds."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
@@ -96,52 +100,50 @@ def creation_time() -> str:
 
 
 def train(log: pd.DataFrame, data: dict[str, Any], options: TrainOptions) -> Path:
-    """Fit the weighted LR, evaluate it on held-out pages and export it."""
+    """Fit the chosen variant, evaluate it on held-out pages and export it."""
     train_log, holdout = split_by_request(log, options.holdout_fraction, options.seed)
     spec = fit_spec(train_log)
-    linear = fit_weighted_lr(spec, train_log, options.fit)
-    model = build_linear_graph(spec, linear.bias, linear.weights)
+    fitted = fit_variant(spec, train_log, options.variant_options(), options.seed)
+    network = rounded(fitted.network)
+    model = build_graph(network)
 
-    predicted = run_graph(model, log_tensors(spec, holdout))[WATCH_TIME_OUTPUT]
-    metrics = holdout_metrics(holdout, predicted.astype(np.float64))
+    outputs = run_graph(model, log_tensors(network.spec, holdout))
+    metrics = holdout_metrics(holdout, outputs[WATCH_TIME_OUTPUT].astype(np.float64))
     logger.info(
-        "holdout calibration ratio %s, xauc %s, ndcg@10 %s",
+        "%s holdout calibration ratio %s, xauc %s, ndcg@10 %s",
+        options.variant,
         metrics["calibration_ratio"],
         metrics["xauc"],
         metrics["ndcg_at_10"],
     )
 
     version = options.version or next_version(options.repository, options.name)
-    manifest = manifest_header(options.name, version, creation_time(), "weighted")
-    manifest |= graph_signature(model)
-    manifest["feature_spec"] = spec.to_dict()
+    manifest = manifest_header(options.name, version, creation_time(), options.variant)
+    manifest |= graph_signature(model, output_descriptions(options.variant))
+    manifest["feature_spec"] = network.spec.to_dict()
     manifest["training"] = {
         "data": data | {"train_rows": len(train_log), "holdout_rows": len(holdout)},
-        "options": _options_record(options, linear.iterations, linear.converged),
+        "options": _options_record(options, fitted),
     }
     manifest["metrics"] = metrics
-    manifest["linear"] = {
-        "bias": _float32(linear.bias),
-        "weights": {k: [_float32(w) for w in v] for k, v in linear.weights.items()},
-    }
-    manifest["golden"] = golden_outputs(model, manifest, golden_requests(spec, holdout))
+    sections, parameter_file = manifest_parameters(network)
+    manifest |= sections
+    requests = golden_requests(network.spec, holdout)
+    manifest["golden"] = golden_outputs(model, network, requests)
 
     directory = options.repository / options.name / str(version)
-    write_model(directory, model, manifest)
+    write_model(directory, model, manifest, parameter_file)
     return directory
 
 
-def _options_record(options: TrainOptions, iterations: int, converged: bool) -> dict:
-    return {
+def _options_record(options: TrainOptions, fitted: FittedVariant) -> dict[str, Any]:
+    record = {
         "seed": options.seed,
         "holdout_fraction": options.holdout_fraction,
         "fit": asdict(options.fit),
-        "solver": "scikit-learn LogisticRegression(solver='lbfgs')",
-        "iterations": iterations,
-        "converged": converged,
     }
-
-
-def _float32(value: float) -> float:
-    """Round to float32, as the graph stores it, in its shortest decimal form."""
-    return float(np.format_float_positional(np.float32(value), unique=True))
+    if options.variant == RESAMPLED:
+        record["resample"] = asdict(options.resample)
+    if options.variant == WEIGHTED_MLP:
+        record["network"] = asdict(options.network)
+    return record | fitted.record | {"train_rows": fitted.train_rows}
