@@ -232,10 +232,13 @@ class LoadGenerator:
         while True:
             scheduled, index = await queue.get()
             request, candidates = requests[index % len(requests)]
-            await self._send_one(
-                connection, request, candidates, scheduled, recorder, plan
-            )
-            queue.task_done()
+            # task_done runs even if sending raises, so the step's join ends.
+            try:
+                await self._send_one(
+                    connection, request, candidates, scheduled, recorder, plan
+                )
+            finally:
+                queue.task_done()
 
     async def _send_one(
         self,

@@ -20,8 +20,13 @@ def plot_latency(results: dict[str, Any], output: Path) -> None:
     )
     for axis, mix in zip(axes[0], mixes, strict=True):
         _draw_mix(axis, results, mix)
+
+    # One legend below the panels, so that no panel's curves are covered.
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize="small")
     figure.suptitle(f"Latency against offered load, {results['started_at']}")
-    figure.tight_layout()
+    rows_of_legend = -(-len(labels) // 4)
+    figure.tight_layout(rect=(0, 0.045 * rows_of_legend, 1, 1))
     figure.savefig(output, dpi=110)
     plt.close(figure)
 
@@ -53,14 +58,16 @@ def _draw_mix(axis: Any, results: dict[str, Any], mix: str) -> None:
 
     _draw_floor(axis, results["floor"].get(mix))
     if bound is not None:
-        axis.axhline(bound, color="red", linestyle=":", label=f"p99 bound {bound:g} ms")
+        axis.axhline(bound, color="red", linestyle=":", label="p99 bound")
     axis.set_xscale("log")
     axis.set_yscale("log")
     axis.set_xlabel("offered load (requests/s)")
     axis.set_ylabel("latency (ms)")
-    axis.set_title(f"{mix} candidates per request")
+    title = f"{mix} candidates per request"
+    if bound is not None:
+        title += f", p99 bound {bound:g} ms"
+    axis.set_title(title)
     axis.grid(True, which="both", alpha=0.3)
-    axis.legend(fontsize="small")
 
 
 def _draw_floor(axis: Any, floor: dict[str, Any] | None) -> None:
