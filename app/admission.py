@@ -2,11 +2,12 @@
 
 Each worker ranks at most `concurrency` requests at a time, and the others
 wait for a ranking thread in arrival order. A request is admitted only while
-fewer than `max_in_flight` requests are admitted, and only if the rankings
-queued ahead of it and its own ranking are estimated to finish before its
-deadline. Otherwise it is rejected at once with 429 and Retry-After: a ranking
-that arrives after the page was built is worth nothing, and queueing it would
-also delay every request behind it.
+fewer than `max_in_flight` requests are admitted. While a ranking thread is
+free it is admitted at once, because nothing queues ahead of it. Otherwise it
+is admitted only if the rankings ahead of it and its own are estimated to
+finish before its deadline. Else it is rejected at once with 429 and
+Retry-After, because a ranking that arrives after the page was built is worth
+nothing, and queueing it would also delay every request behind it.
 
 The estimate needs no model of the hardware. Each ranking's service time is
 measured, and a least-squares line of service time on body size, weighted
@@ -92,6 +93,8 @@ class Ticket:
     cost_s: float
     deadline: float
     """`time.monotonic()` value by which the response is due."""
+    queued: bool
+    """Whether every ranking thread was busy at admission, so the request waits."""
 
 
 class AdmissionController:
@@ -128,11 +131,12 @@ class AdmissionController:
             )
 
         cost_s = self.estimator.estimate(body_bytes)
-        if cost_s is not None:
+        queued = self.in_flight >= self.concurrency
+        if cost_s is not None and queued:
             completion = now + self.queued_cost_s / self.concurrency + cost_s
             if completion > deadline:
                 raise self._late(completion - now, deadline - now)
-        ticket = Ticket(body_bytes, cost_s or 0.0, deadline)
+        ticket = Ticket(body_bytes, cost_s or 0.0, deadline, queued)
         self.in_flight += 1
         self.queued_cost_s += ticket.cost_s
         self._on_change(self.in_flight)
@@ -141,8 +145,8 @@ class AdmissionController:
     async def run(self, ticket: Ticket, ranking: Callable[[], Result]) -> Result:
         """Run `ranking` in a ranking thread when its turn comes, then release it.
 
-        Raises Overloaded, without ranking, when the request waited so long
-        that its deadline can no longer be met.
+        Raises Overloaded, without ranking, when the request waited in the
+        queue so long that its deadline can no longer be met.
         """
         try:
             result, seconds = await anyio.to_thread.run_sync(
@@ -159,7 +163,7 @@ class AdmissionController:
         self, ticket: Ticket, ranking: Callable[[], Result]
     ) -> tuple[Result, float]:
         started = time.monotonic()
-        if started + ticket.cost_s > ticket.deadline:
+        if ticket.queued and started + ticket.cost_s > ticket.deadline:
             raise self._late(ticket.cost_s, ticket.deadline - started)
         result = ranking()
         return result, time.monotonic() - started

@@ -33,9 +33,9 @@ SUSTAINABLE_SHARE = 0.6
 WINDOW_S = 1.5
 ROUNDS = 3
 TIMEOUT_S = 10.0
-P99_FLOOR_MS = 50.0
-"""Allowance added to twice the normal p99, for the noise of a shared machine."""
-MAX_LOAD_PER_CORE = 4.0
+P99_FLOOR_MS = 100.0
+"""Allowance added to twice the normal p99, for the event loop's waits for the GIL."""
+MAX_LOAD_PER_CORE = 2.5
 """Load average per core above which other work would swamp the percentiles."""
 
 
@@ -214,10 +214,12 @@ def test_in_flight_cap_rejects_beyond_it(model_repository, tmp_path):
 
     with run_server(model_repository, tmp_path / "log", **variables) as server:
         responses = asyncio.run(send_together(server.base_url))
+        counted = count_overload_rejections(server)
 
-    statuses = sorted(r.status_code for r in responses)
+    statuses = [r.status_code for r in responses]
     rejected = next(r for r in responses if r.status_code == 429)
     assert set(statuses) == {200, 429}
+    assert counted == statuses.count(429)
     assert "WATCHTIME_MAX_IN_FLIGHT" in rejected.json()["error"]["message"]
     assert rejected.headers["Retry-After"].isdigit()
 
