@@ -76,6 +76,9 @@ class ModelManager:
         self._current_fingerprint: Fingerprint | None = None
         self._rejected: dict[Path, Fingerprint] = {}
         self._reload_lock = threading.Lock()
+        # Held while this worker bumps the generation, so its own watcher
+        # never sees the bump before it is recorded as seen.
+        self._generation_lock = threading.Lock()
         self._seen_generation = self._read_generation()
 
     @property
@@ -130,16 +133,18 @@ class ModelManager:
         result = self.reload()
         path = self._generation_path()
         if path is not None:
-            self._seen_generation = _bump_generation(path)
+            with self._generation_lock:
+                self._seen_generation = _bump_generation(path)
         return result
 
     def poll_generation(self) -> bool:
         """Return True once per generation bump made by any worker."""
-        generation = self._read_generation()
-        if generation == self._seen_generation:
-            return False
-        self._seen_generation = generation
-        return True
+        with self._generation_lock:
+            generation = self._read_generation()
+            if generation == self._seen_generation:
+                return False
+            self._seen_generation = generation
+            return True
 
     def _locate(self) -> ModelLocation:
         settings = self._settings
