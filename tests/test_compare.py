@@ -1,9 +1,9 @@
 """The variant comparison on small logs: report structure and effect directions.
 
-The logs are far too small to measure the effects precisely, so the tests
-check only effects large enough to show at 6,000 impressions: the odds bias of
-the weighted LR grows from a 2% to a 45% click rate, and the click correction
-moves the calibration ratio towards 1.
+Logs of 6,000 impressions are far too small to measure the effects precisely.
+The tests therefore check only effects large enough to show at that size. The
+odds bias of the weighted LR grows from a 2% to a 45% click rate, and the click
+correction moves the calibration ratio towards 1.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def test_compare_figures_are_png(report_dir, name):
     assert (report_dir / name).read_bytes()[:8] == PNG_SIGNATURE
 
 
-def test_report_has_a_row_per_model_and_click_rate(report):
+def test_report_row_per_model_and_rate(report):
     keys = {(row["model"], row["click_rate"]) for row in report["results"]}
 
     assert len(keys) == len(report["results"])
@@ -105,7 +105,7 @@ def test_linear_rows_record_their_chosen_l2(report):
     assert set(weighted["l2"]) <= {0.03, 0.3, 3.0}
 
 
-def test_resampled_rows_carry_the_unit_weighted_fit(report):
+def test_resampled_rows_carry_unit_weighted_fit(report):
     resampled = result(report, "resampled", HIGH_RATE)
 
     assert resampled["unit_s"] >= 1.0
@@ -124,7 +124,7 @@ def test_weighted_bias_grows_with_click_rate(report):
     assert high > low
 
 
-def test_click_correction_moves_calibration_towards_one(report):
+def test_click_correction_nears_calibration(report):
     weighted = result(report, "weighted", HIGH_RATE)["calibration_ratio"]
     corrected = result(report, "weighted+click", HIGH_RATE)["calibration_ratio"]
 
@@ -139,7 +139,7 @@ def test_resampled_reads_more_rows_than_weighted(report):
         assert resampled > weighted, rate
 
 
-def test_odds_bias_lists_the_inverse_of_one_minus_p(report):
+def test_odds_bias_lists_inverse_one_minus_p(report):
     high = next(r for r in report["odds_bias"] if r["click_rate"] == HIGH_RATE)
 
     assert high["inverse_one_minus_p"] == pytest.approx(1 / (1 - HIGH_RATE))
@@ -158,11 +158,11 @@ def test_report_markdown_states_conclusions(report_dir):
     assert "weighted's calibration ratio rises" in text
 
 
-def test_compare_options_reject_a_click_rate_of_one():
+def test_compare_rejects_click_rate_one():
     with pytest.raises(ValueError, match="click rate 1.0"):
         CompareOptions(click_rates=(0.1, 1.0))
 
 
-def test_compare_options_reject_an_unknown_variant():
+def test_compare_rejects_unknown_variant():
     with pytest.raises(ValueError, match="tobit"):
         CompareOptions(variants=("weighted", "tobit"))

@@ -68,7 +68,7 @@ def test_every_output_is_described(variant_model_dirs, variant):
     assert all(output["description"] for output in outputs)
 
 
-def test_only_weighted_click_outputs_a_click_probability(variant_model_dirs):
+def test_click_probability_only_in_weighted_click(variant_model_dirs):
     with_click = {
         variant
         for variant, directory in variant_model_dirs.items()
@@ -88,7 +88,7 @@ def test_weighted_click_serves_odds_times_no_click(variant_model_dirs):
     np.testing.assert_allclose(outputs[WATCH_TIME_OUTPUT], expected, rtol=1e-5)
 
 
-def test_click_probability_lies_in_the_unit_interval(variant_model_dirs):
+def test_click_probability_within_unit_interval(variant_model_dirs):
     directory = variant_model_dirs[WEIGHTED_CLICK]
 
     probability = run_graph(directory / "model.onnx", golden_tensors(directory))[
@@ -99,7 +99,7 @@ def test_click_probability_lies_in_the_unit_interval(variant_model_dirs):
     assert probability.max() < 1
 
 
-def test_mlp_parameters_live_beside_the_manifest(variant_model_dirs):
+def test_mlp_parameters_beside_manifest(variant_model_dirs):
     directory = variant_model_dirs[WEIGHTED_MLP]
 
     manifest = read_manifest(directory)
@@ -109,7 +109,7 @@ def test_mlp_parameters_live_beside_the_manifest(variant_model_dirs):
     assert (directory / PARAMETERS_FILE).is_file()
 
 
-def test_linear_variants_keep_parameters_in_the_manifest(variant_model_dirs):
+def test_linear_parameters_stay_in_manifest(variant_model_dirs):
     linear = [v for v in VARIANTS if v != WEIGHTED_MLP]
 
     files = [(variant_model_dirs[v] / PARAMETERS_FILE).exists() for v in linear]
@@ -117,7 +117,7 @@ def test_linear_variants_keep_parameters_in_the_manifest(variant_model_dirs):
     assert not any(files)
 
 
-def test_mlp_parameter_file_with_another_hash_is_rejected(variant_model_dirs, tmp_path):
+def test_mlp_parameters_reject_wrong_hash(variant_model_dirs, tmp_path):
     copy = tmp_path / "1"
     shutil.copytree(variant_model_dirs[WEIGHTED_MLP], copy)
     manifest = read_manifest(copy)
@@ -127,7 +127,7 @@ def test_mlp_parameter_file_with_another_hash_is_rejected(variant_model_dirs, tm
         load_network(manifest, copy)
 
 
-def test_mlp_manifest_without_directory_is_rejected(variant_model_dirs):
+def test_mlp_manifest_needs_its_directory(variant_model_dirs):
     manifest = read_manifest(variant_model_dirs[WEIGHTED_MLP])
 
     with pytest.raises(ValueError, match=PARAMETERS_FILE):
@@ -184,7 +184,7 @@ def test_poisson_mean_equals_training_mean(simulated_log):
     assert mean_ratio == pytest.approx(1.0, abs=1e-3)
 
 
-def test_selection_keeps_the_lowest_validation_loss(simulated_log):
+def test_selection_keeps_lowest_validation_loss(simulated_log):
     log = simulated_log.head(4000)
     spec = fit_spec(log)
     features = design_matrix(spec, log_tensors(spec, log))
@@ -198,7 +198,7 @@ def test_selection_keeps_the_lowest_validation_loss(simulated_log):
     assert selection.losses[selection.l2] == min(selection.losses.values())
 
 
-def test_selected_l2_is_recorded_in_the_manifest(tmp_path, simulated_log):
+def test_manifest_records_selected_l2(tmp_path, simulated_log):
     log = simulated_log.head(3000)
     data = describe_data(log, "simulator", [])
     fit = FitOptions(l2_grid=(0.03, 0.3))
@@ -236,7 +236,7 @@ def test_replicate_draws_the_fractional_copy():
     assert copies.mean() == pytest.approx(2.25, abs=0.02)
 
 
-def test_replication_unit_is_one_second_within_budget():
+def test_replication_unit_one_second_within_budget():
     clicked = np.array([1, 0, 0])
     watch_time = np.array([100.0, 0.0, 0.0])
 

@@ -67,6 +67,7 @@ METRICS: tuple[str, ...] = (
     "train_seconds",
     "train_rows",
     "odds_over_true_odds",
+    "inverse_odds_ratio",
 )
 """Metrics of each run, averaged over seeds in the summary."""
 
@@ -243,10 +244,12 @@ def _evaluate(
         "converged": fitted.converged,
         "calibration_by_decile": metrics["calibration_by_decile"],
         "odds_over_true_odds": None,
+        "inverse_odds_ratio": None,
     }
     if model.variant != POISSON:
         logit = outputs[LOGIT_OUTPUT].astype(np.float64)
         row["odds_over_true_odds"] = odds_over_true_odds(holdout, logit)
+        row["inverse_odds_ratio"] = inverse_odds_ratio(holdout, logit)
     if "l2" in fitted.record:
         row["l2"] = float(fitted.record["l2"])
     if model.variant == RESAMPLED:
@@ -272,6 +275,20 @@ def odds_over_true_odds(holdout: pd.DataFrame, logit: np.ndarray) -> float:
     probability = holdout["click_probability"].to_numpy(np.float64)
     expected = holdout["expected_watch_time_s"].to_numpy(np.float64)
     return float(np.exp(logit).sum() / (expected / (1.0 - probability)).sum())
+
+
+def inverse_odds_ratio(holdout: pd.DataFrame, logit: np.ndarray) -> float:
+    """Return the (1 - p)-weighted mean of true odds over the model's odds.
+
+    For odds well above 1, the intercept's score equation of the weighted
+    logistic loss makes this mean about 1 on the training log: the loss
+    calibrates the inverse of the odds, not the odds.
+    """
+    probability = holdout["click_probability"].to_numpy(np.float64)
+    expected = holdout["expected_watch_time_s"].to_numpy(np.float64)
+    true_odds = expected / (1.0 - probability)
+    ratio = true_odds / np.exp(logit)
+    return float(np.average(ratio, weights=1.0 - probability))
 
 
 def _unit_weighted(

@@ -150,18 +150,19 @@ def _odds_bias(
         for rate, ratio in zip(rates, ratios, strict=True)
     )
     trend = "rises with every step of" if rising else "does not rise steadily with"
-    reach = [rows[WEIGHTED, r]["odds_over_true_odds"] for r in rates]
     reached = ", ".join(
-        f"{share:.3f} at p = {rate:g}"
-        for rate, share in zip(rates, reach, strict=True)
-        if share is not None
+        f"{rows[WEIGHTED, r]['odds_over_true_odds']:.3f} at p = {r:g}" for r in rates
+    )
+    inverse = ", ".join(
+        f"{rows[WEIGHTED, r]['inverse_odds_ratio']:.3f} at p = {r:g}" for r in rates
     )
     return [
         f"weighted's calibration ratio {trend} the click rate: {listed}. "
         "'truth' is E[T / (1 - p)] / E[T] on the holdout, the ratio that odds "
         "equal to E[T·click] / (1 - p) at every impression would reach.",
         f"weighted's odds sum to {reached} of the sum of the true odds "
-        "E[T·click] / (1 - p) on the holdout.",
+        "E[T·click] / (1 - p) on the holdout, while the (1 - p)-weighted mean of "
+        f"true over fitted odds is {inverse}.",
     ]
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from trainer.outputs import WEIGHTED, WEIGHTED_MLP
 
@@ -61,7 +62,7 @@ def _plot_deciles(axis: Any, ratios: list[float | None], label: str) -> None:
 def _frame_calibration(axis: Any, title: str) -> None:
     axis.axhspan(0.9, 1.1, color="0.85", zorder=0)
     axis.axhline(1.0, color="0.3", linewidth=0.8)
-    axis.set_yscale("log")
+    _label_log_axis(axis)
     axis.set_title(title)
     axis.set_xlabel("decile of the prediction")
     axis.set_ylabel("mean predicted / mean true")
@@ -89,12 +90,20 @@ def odds_bias_figure(
         _plot_ratio(axis, results, label)
 
     axis.axhline(1.0, color="0.3", linewidth=0.8)
-    axis.set_yscale("log")
+    _label_log_axis(axis)
     axis.set_xlabel("click rate p (mean click probability)")
     axis.set_ylabel("mean predicted / mean true watch time")
     axis.set_title("Odds bias of the weighted logistic loss, holdout")
     axis.legend(fontsize="small")
     return figure
+
+
+def _label_log_axis(axis: Any) -> None:
+    """Use a log scale with plain labels at 1, 2 and 5 times powers of ten."""
+    axis.set_yscale("log")
+    axis.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _weighted_models(results: list[dict[str, Any]]) -> list[str]:

@@ -148,6 +148,7 @@ def _odds_bias_table(report: dict[str, Any]) -> list[str]:
         "truth E[T / (1 - p)] / E[T]",
         "weighted calibration",
         "weighted odds / true odds",
+        "(1 - p)-weighted mean of true / weighted odds",
     ]
     lines = [_row(header), _row(["---"] * len(header))]
     for truth in report["odds_bias"]:
@@ -166,6 +167,9 @@ def _odds_bias_table(report: dict[str, Any]) -> list[str]:
                     "n/a"
                     if measured is None
                     else _cell(measured, "odds_over_true_odds", "{:.3f}"),
+                    "n/a"
+                    if measured is None
+                    else _cell(measured, "inverse_odds_ratio", "{:.3f}"),
                 ]
             )
         )
