@@ -49,31 +49,46 @@ def linear_logit(
     spec: FeatureSpec, parameters: dict[str, Any], tensors: Tensors
 ) -> np.ndarray:
     """Return `Wx + b` per candidate row for one linear parameter block."""
-    weights = {
-        k: np.asarray(v, dtype=np.float64) for k, v in parameters["weights"].items()
+    tables = {
+        name: np.asarray(weights, dtype=np.float64)[:, None]
+        for name, weights in parameters["weights"].items()
     }
+    bias = np.array([float(parameters["bias"])])
+    return first_layer_sum(spec, tables, bias, tensors)[:, 0]
+
+
+def first_layer_sum(
+    spec: FeatureSpec, tables: Tensors, bias: np.ndarray, tensors: Tensors
+) -> np.ndarray:
+    """Return the (candidates, units) sums of the rows the transforms select.
+
+    Each feature and cross has a table with one row per design column and one
+    column per unit, so a linear model is the case of a single unit.
+    """
     candidate_request = tensors[CANDIDATE_REQUEST_INPUT]
-    logit = np.full(len(candidate_request), float(parameters["bias"]))
+    total = np.tile(bias, (len(candidate_request), 1))
 
     for feature in spec.features:
         tensor = tensors[feature.name]
-        w = weights[feature.name]
+        table = tables[feature.name]
         if feature.kind == "numeric":
-            part = numeric_basis(tensor, feature.transform) @ w
+            part = numeric_basis(tensor, feature.transform) @ table
         elif feature.kind == "categorical":
-            part = w[buckets_of(tensor, feature.transform["buckets"])]
+            part = table[buckets_of(tensor, feature.transform["buckets"])]
         else:
-            part = _mean_over_list(tensor, w)
+            part = _mean_over_list(tensor, table)
         if feature.source == "context":
             part = part[candidate_request]
-        logit += part
+        total += part
 
     for cross in spec.crosses:
-        logit += weights[cross.name][cross_buckets(spec, cross, tensors)]
-    return logit
+        total += tables[cross.name][cross_buckets(spec, cross, tensors)]
+    return total
 
 
-def _mean_over_list(ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _mean_over_list(ids: np.ndarray, table: np.ndarray) -> np.ndarray:
     present = ids >= 0
-    gathered = np.where(present, weights[buckets_of(ids, len(weights))], 0.0)
-    return gathered.sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+    rows = table[buckets_of(ids, len(table))]
+    gathered = np.where(present[:, :, None], rows, 0.0)
+    counts = np.maximum(present.sum(axis=1), 1)
+    return gathered.sum(axis=1) / counts[:, None]

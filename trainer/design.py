@@ -13,6 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from app.contract import CANDIDATE_REQUEST_INPUT, Cross, Feature, FeatureSpec
+from app.linear import buckets_of, cross_buckets, numeric_basis
 
 Tensors = dict[str, np.ndarray]
 NUMERIC_COLUMNS = 3
@@ -48,19 +49,6 @@ def blocks(spec: FeatureSpec) -> list[Block]:
         layout.append(Block(name, start, width))
         start += width
     return layout
-
-
-def numeric_basis(values: np.ndarray, transform: dict) -> np.ndarray:
-    """Return the `[x̃, x̃², √x̃]` columns of the quantile-normalised values."""
-    knots = np.asarray(transform["knots"], dtype=np.float64)
-    cdf = np.asarray(transform["cdf"], dtype=np.float64)
-    normalised = np.interp(values.astype(np.float64), knots, cdf)
-    return np.column_stack([normalised, normalised**2, np.sqrt(normalised)])
-
-
-def buckets_of(ids: np.ndarray, buckets: int) -> np.ndarray:
-    """Map non-negative ids to buckets; padding ids map to bucket 0."""
-    return np.maximum(ids, 0) % buckets
 
 
 def design_matrix(spec: FeatureSpec, tensors: Tensors) -> sp.csr_matrix:
@@ -103,22 +91,6 @@ def _mean_of_one_hots(ids: np.ndarray, buckets: int) -> sp.csr_matrix:
     bucket = ids[rows, cols] % buckets
     shape = (ids.shape[0], buckets)
     return sp.csr_matrix((values, (rows, bucket)), shape=shape)
-
-
-def cross_buckets(spec: FeatureSpec, cross: Cross, tensors: Tensors) -> np.ndarray:
-    """Return the cross's bucket for each candidate row."""
-    candidate_request = tensors[CANDIDATE_REQUEST_INPUT]
-    sides = []
-    for name in cross.features:
-        feature = spec.by_name(name)
-        width = int(feature.transform["buckets"])
-        bucket = buckets_of(tensors[name], width)
-        if feature.source == "context":
-            bucket = bucket[candidate_request]
-        sides.append((bucket, width))
-
-    (first, _), (second, second_width) = sides
-    return (first * second_width + second) % cross.buckets
 
 
 def _cross_block(spec: FeatureSpec, cross: Cross, tensors: Tensors) -> sp.csr_matrix:

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
-from app.contract import CANDIDATE_REQUEST_INPUT, LOGIT_OUTPUT, WATCH_TIME_OUTPUT
-from trainer.design import buckets_of, cross_buckets, numeric_basis
+from app.contract import LOGIT_OUTPUT, WATCH_TIME_OUTPUT
+from app.linear import first_layer_sum
 from trainer.network import Network
 from trainer.outputs import CLICK_PROBABILITY_OUTPUT
 from trainer.parameters import load_network
@@ -42,36 +42,9 @@ def reference_outputs(network: Network, tensors: Tensors) -> dict[str, np.ndarra
 
 def first_layer(network: Network, tensors: Tensors) -> np.ndarray:
     """Return the first layer's (candidates, units) pre-activations."""
-    spec = network.spec
-    candidate_request = tensors[CANDIDATE_REQUEST_INPUT]
     units = len(network.bias)
-    total = np.tile(network.bias, (len(candidate_request), 1))
-
-    for feature in spec.features:
-        tensor = tensors[feature.name]
-        table = network.tables[feature.name].reshape(-1, units)
-        if feature.kind == "numeric":
-            part = numeric_basis(tensor, feature.transform) @ table
-        elif feature.kind == "categorical":
-            part = table[buckets_of(tensor, feature.transform["buckets"])]
-        else:
-            part = _mean_over_list(tensor, table)
-        if feature.source == "context":
-            part = part[candidate_request]
-        total += part
-
-    for cross in spec.crosses:
-        table = network.tables[cross.name].reshape(-1, units)
-        total += table[cross_buckets(spec, cross, tensors)]
-    return total
-
-
-def _mean_over_list(ids: np.ndarray, table: np.ndarray) -> np.ndarray:
-    present = ids >= 0
-    rows = table[buckets_of(ids, len(table))]
-    gathered = np.where(present[:, :, None], rows, 0.0)
-    counts = np.maximum(present.sum(axis=1), 1)
-    return gathered.sum(axis=1) / counts[:, None]
+    tables = {name: table.reshape(-1, units) for name, table in network.tables.items()}
+    return first_layer_sum(network.spec, tables, network.bias, tensors)
 
 
 def reference_logit(
