@@ -58,7 +58,10 @@ def linear_logit(
 
 
 def first_layer_sum(
-    spec: FeatureSpec, tables: Tensors, bias: np.ndarray, tensors: Tensors
+    spec: FeatureSpec,
+    tables: dict[str, np.ndarray],
+    bias: np.ndarray,
+    tensors: Tensors,
 ) -> np.ndarray:
     """Return the (candidates, units) sums of the rows the transforms select.
 
