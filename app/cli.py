@@ -32,6 +32,7 @@ TRAINER_COMMANDS = {
     "simulate": "simulate an impression log for training",
     "train": "fit a model on an impression log and export it",
     "evaluate": "compute holdout metrics of an exported model",
+    "compare": "train every variant at several click rates and report",
 }
 
 TRAIN_DEPENDENCIES = frozenset({"numpy", "pandas", "sklearn", "onnx", "scipy"})

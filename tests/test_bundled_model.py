@@ -51,6 +51,11 @@ def test_bundled_model_is_calibrated_on_its_holdout(bundled_manifest):
     assert 0.9 <= ratio <= 1.1
 
 
+def test_bundled_model_is_the_recommended_variant(bundled_manifest):
+    assert bundled_manifest["variant"] == make_variable("MODEL_VARIANT")
+    assert bundled_manifest["variant"] == "poisson"
+
+
 def make_variable(name: str) -> str:
     text = (ROOT / "Makefile").read_text(encoding="utf-8")
     return re.search(rf"^{name} \?= (\S+)$", text, re.MULTILINE).group(1)
@@ -74,6 +79,8 @@ def test_bundled_model_rebuilds_from_the_documented_command(tmp_path, bundled_ma
     ]
     commands[0] += ["--out", str(log_path)]
     commands[1] += ["--name", "watchtime", "--version", "1", "--seed", seed]
+    commands[1] += ["--variant", make_variable("MODEL_VARIANT")]
+    commands[1] += ["--l2", make_variable("MODEL_L2")]
 
     for command in commands:
         subprocess.run(

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from trainer.cli import main
+from app.cli import main
 from trainer.compare import CompareOptions
 from trainer.outputs import VARIANTS
 
