@@ -62,6 +62,12 @@ LOG_REQUIRED_COLUMNS = (
 LOG_OPTIONAL_COLUMNS = ("hourmin", "tab")
 """Optional log columns that the loader uses. It ignores all other columns."""
 
+LOG_INTEGER_COLUMNS = ("time_ms", "is_click", "hourmin", "tab")
+"""Log columns that contain whole numbers where they have a value."""
+
+LOG_DURATION_COLUMNS = ("play_time_ms", "duration_ms")
+"""Log columns of milliseconds, 0 or more, where they have a value."""
+
 USER_REQUIRED_COLUMNS = ("user_id",)
 VIDEO_REQUIRED_COLUMNS = ("video_id", "author_id", "upload_dt")
 VIDEO_OPTIONAL_COLUMNS = ("upload_type", "video_duration")
@@ -82,7 +88,9 @@ def load_kuairand(
 
     Rows come out ordered by minute and user, so that each page is contiguous,
     and by time within a page. Raises ValueError when a file lacks a required
-    column, a required value is empty or not numeric, or the logs are empty.
+    column, a required value is empty, a value is not a finite number, an
+    integer column contains a fraction, a duration is negative, or the logs are
+    empty. Error messages count data rows from 1, the line after the header.
     """
     impressions = _read_logs(_as_path_list(log_paths))
     videos = _read_videos(video_features_path)
@@ -115,7 +123,12 @@ def _read_table(
     string_columns: Sequence[str],
 ) -> pd.DataFrame:
     """Read the required and the present optional columns of a CSV file."""
-    header = pd.read_csv(path, nrows=0).columns
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except pd.errors.EmptyDataError:
+        raise ValueError(
+            f"{path} is empty; it needs a header line with {list(required)}"
+        ) from None
     missing = [name for name in required if name not in header]
     if missing:
         raise ValueError(
@@ -129,16 +142,34 @@ def _read_table(
 
 
 def _numeric_column(table: pd.DataFrame, name: str, path: PathLike) -> pd.Series:
-    """Parse a column as float, raising ValueError on text that is not a number."""
+    """Parse a column as float, raising ValueError unless each value is finite.
+
+    Empty fields stay NaN. Text that is not a number, "nan" and infinities
+    are errors.
+    """
     values = pd.to_numeric(table[name], errors="coerce")
-    invalid = values.isna() & table[name].notna()
+    invalid = (values.isna() & table[name].notna()) | np.isinf(values)
     if invalid.any():
-        example = table[name][invalid].iloc[0]
+        row = int(np.argmax(invalid.to_numpy()))
         raise ValueError(
             f"{path}: column {name!r} has {int(invalid.sum())} values that are "
-            f"not numbers, such as {example!r}"
+            f"not finite numbers, such as {table[name].iloc[row]!r} in data row "
+            f"{row + 1}"
         )
     return values.astype(np.float64)
+
+
+def _require_rows(
+    table: pd.DataFrame, name: str, valid: pd.Series, expected: str, path: PathLike
+) -> None:
+    """Raise ValueError naming the first row of `table` where `valid` is False."""
+    invalid = ~valid.to_numpy(dtype=bool)
+    if invalid.any():
+        row = int(np.argmax(invalid))
+        raise ValueError(
+            f"{path}: column {name!r} has {table[name].iloc[row]:g} in data row "
+            f"{row + 1}; expected {expected}"
+        )
 
 
 def _require_values(table: pd.DataFrame, names: Iterable[str], path: PathLike) -> None:
@@ -168,18 +199,34 @@ def _read_log_file(path: PathLike) -> pd.DataFrame:
     for name in numeric:
         table[name] = _numeric_column(table, name, path)
     _require_values(table, ("user_id", "video_id", "time_ms", "is_click"), path)
-
-    not_binary = ~table["is_click"].isin([0.0, 1.0])
-    if not_binary.any():
-        raise ValueError(
-            f"{path}: column 'is_click' must be 0 or 1, "
-            f"got {table['is_click'][not_binary].iloc[0]:g}"
-        )
+    _check_log_values(table, path)
 
     table["time_ms"] = table["time_ms"].astype(np.int64)
     table["is_click"] = table["is_click"].astype(np.int64)
     table["minute"] = table["time_ms"] // MS_PER_MINUTE
     return table
+
+
+def _check_log_values(table: pd.DataFrame, path: PathLike) -> None:
+    """Reject fractions in integer columns, negative durations and bad clicks."""
+    for name in LOG_INTEGER_COLUMNS:
+        if name in table.columns:
+            values = table[name]
+            whole = values.isna() | (values == np.round(values))
+            _require_rows(table, name, whole, "a whole number", path)
+
+    for name in LOG_DURATION_COLUMNS:
+        values = table[name]
+        milliseconds = values.isna() | (values >= 0)
+        _require_rows(table, name, milliseconds, "milliseconds, 0 or more", path)
+
+    not_binary = ~table["is_click"].isin([0.0, 1.0])
+    if not_binary.any():
+        row = int(np.argmax(not_binary.to_numpy()))
+        raise ValueError(
+            f"{path}: column 'is_click' must be 0 or 1, "
+            f"got {table['is_click'].iloc[row]:g} in data row {row + 1}"
+        )
 
 
 def _read_videos(path: PathLike) -> pd.DataFrame:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 COLUMNS: tuple[str, ...] = (
@@ -73,15 +74,30 @@ NEVER_WATCHED_HOURS = 8760.0
 
 STRING_COLUMNS: tuple[str, ...] = tuple(name for name in COLUMNS if DTYPES[name] is str)
 
+FEATURE_FLOAT_COLUMNS: tuple[str, ...] = (
+    "video_duration_s",
+    "video_age_days",
+    "hours_since_channel_watch",
+)
+"""Numeric feature columns that may contain NaN or infinity after reading."""
+
 
 def read_log(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a log from a .csv or .csv.gz file into the canonical dtypes.
 
     A file without the simulation columns gets them as NaN. Columns outside
     the schema are kept after the canonical ones. Raises ValueError when a
-    required column is missing or a value does not parse as its dtype.
+    required column is missing, a value does not parse as its dtype, or a
+    label or feature is invalid (see `check_log_values`). Error messages count
+    data rows from 1, so data row 1 is the line after the header.
     """
-    header = pd.read_csv(path, nrows=0).columns
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except pd.errors.EmptyDataError:
+        raise ValueError(
+            f"log {path} is empty; a log starts with a header line naming "
+            f"the columns {list(REQUIRED_COLUMNS)}"
+        ) from None
     missing = [name for name in REQUIRED_COLUMNS if name not in header]
     if missing:
         raise ValueError(
@@ -123,7 +139,8 @@ def conform_log(frame: pd.DataFrame, source: str) -> pd.DataFrame:
 
     Missing simulation columns are added as NaN, and extra columns follow the
     canonical ones unchanged. `source` names the data in error messages.
-    Raises ValueError when a required column is missing or cannot be cast.
+    Raises ValueError when a required column is missing or cannot be cast,
+    and when `check_log_values` rejects a value.
     """
     missing = [name for name in REQUIRED_COLUMNS if name not in frame.columns]
     if missing:
@@ -137,19 +154,81 @@ def conform_log(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     for name in COLUMNS:
         log[name] = _cast_column(log[name], name, source)
     extra = [name for name in log.columns if name not in COLUMNS]
-    return log[list(COLUMNS) + extra]
+    log = log[list(COLUMNS) + extra]
+    check_log_values(log, source)
+    return log
+
+
+def check_log_values(log: pd.DataFrame, source: str) -> None:
+    """Raise ValueError at the first invalid label or numeric feature.
+
+    `clicked` must be 0 or 1, `watch_time_s` a finite number of seconds of at
+    least 0 and exactly 0 on unclicked rows, and the numeric features finite.
+    The message names the column, the first invalid data row and its value.
+    """
+    for name in FEATURE_FLOAT_COLUMNS:
+        _require(log, name, np.isfinite(log[name]), "a finite number", source)
+
+    clicked = log["clicked"]
+    _require(log, "clicked", clicked.isin((0, 1)), "0 or 1", source)
+
+    watch_time = log["watch_time_s"]
+    seconds = np.isfinite(watch_time) & (watch_time >= 0)
+    _require(log, "watch_time_s", seconds, "a number of seconds >= 0", source)
+    _require(
+        log,
+        "watch_time_s",
+        (clicked == 1) | (watch_time == 0),
+        "0 on rows with clicked 0, because a video is watched only after a click",
+        source,
+    )
+
+
+def _require(
+    log: pd.DataFrame, name: str, valid: pd.Series, expected: str, source: str
+) -> None:
+    invalid = ~valid.to_numpy(dtype=bool)
+    if not invalid.any():
+        return
+
+    row = int(np.argmax(invalid))
+    count = int(invalid.sum())
+    raise ValueError(
+        f"{source}: column {name!r} {_shown(log[name].iloc[row])} in data row "
+        f"{row + 1}; expected {expected} ({count} invalid {_rows(count)} in all)"
+    )
 
 
 def _cast_column(column: pd.Series, name: str, source: str) -> pd.Series:
     if DTYPES[name] is str:
         return _cast_string_column(column, name, source)
 
-    try:
-        return column.astype(DTYPES[name])
-    except (ValueError, TypeError) as error:
+    # Unparsable text and the text "nan" both become NaN here, so a NaN
+    # where the field was not missing before marks such text.
+    values = pd.to_numeric(column, errors="coerce")
+    invalid = values.isna() & column.notna()
+    expected = "a number"
+    if DTYPES[name] == "int64":
+        invalid |= ~np.isfinite(values) | (values != np.round(values))
+        expected = "a whole number"
+    if invalid.any():
+        row = int(np.argmax(invalid.to_numpy()))
         raise ValueError(
-            f"{source}: column {name!r} cannot be read as {DTYPES[name]}: {error}"
-        ) from error
+            f"{source}: column {name!r} cannot be read, it {_shown(column.iloc[row])} "
+            f"in data row {row + 1}; expected {expected}"
+        )
+    return values.astype(DTYPES[name])
+
+
+def _shown(value: object) -> str:
+    # Empty numeric fields were read as NaN, so NaN reads as a missing value.
+    if pd.isna(value):
+        return "has no value"
+    return f"has {value!r}" if isinstance(value, str) else f"has {value}"
+
+
+def _rows(count: int) -> str:
+    return "row" if count == 1 else "rows"
 
 
 def _cast_string_column(column: pd.Series, name: str, source: str) -> pd.Series:
