@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +35,50 @@ GOLDEN_CANDIDATES = 8
 PARITY_TOLERANCE = 1e-5
 """Largest relative difference allowed between the graph and the numpy model."""
 
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+"""Pattern of model names that stay one directory inside the repository.
+
+The service skips directories whose name starts with a dot and serves only
+versions named by positive integers, so the trainer writes only such names.
+"""
+
+STAGING_PREFIX = ".staging-"
+"""Start of the directory a version is written to before it gets its name."""
+
 
 class ExportError(RuntimeError):
     """The exported graph disagrees with the model it was built from."""
+
+
+def check_model_name(name: str) -> None:
+    """Raise ValueError unless `name` is one safe directory name."""
+    if not MODEL_NAME.fullmatch(name):
+        raise ValueError(
+            f"invalid model name {name!r}; use letters, digits, '.', '_' "
+            "and '-', starting with a letter or digit, e.g. watchtime"
+        )
+
+
+def check_version(version: int) -> None:
+    """Raise ValueError unless `version` is a positive integer."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(
+            f"invalid model version {version!r}; use an integer of 1 or more"
+        )
 
 
 def next_version(repository: Path, name: str) -> int:
     """Return one more than the highest integer version of `name`, or 1."""
     versions = [int(p.name) for p in (repository / name).glob("*") if p.name.isdigit()]
     return max(versions, default=0) + 1
+
+
+def check_version_is_free(directory: Path) -> None:
+    """Raise FileExistsError when a version directory already exists."""
+    if directory.exists():
+        raise FileExistsError(
+            f"{directory} already exists; choose another --version or remove it"
+        )
 
 
 def run_graph(model: onnx.ModelProto | Path, tensors: Tensors) -> dict[str, np.ndarray]:
@@ -138,7 +177,8 @@ def check_parity(
         if name == LOGIT_OUTPUT:
             actual, expected = np.exp(actual), np.exp(expected)
         error = parity_error(actual, expected)
-        if error > PARITY_TOLERANCE:
+        # Written so that a NaN error, which compares false, fails too.
+        if not error <= PARITY_TOLERANCE:
             raise ExportError(
                 f"graph and numpy {name} differ by {error:.2e} relative, "
                 f"more than {PARITY_TOLERANCE:.0e}"
@@ -153,19 +193,49 @@ def write_model(
 ) -> None:
     """Write the graph, the manifest and, if given, the parameter file.
 
-    Raises FileExistsError rather than overwrite an existing version.
+    The files go to a staging directory beside `directory`, which is renamed
+    once complete, so a service polling the repository never finds a partly
+    written version. Raises FileExistsError rather than overwrite an existing
+    version, and removes the staging directory when writing fails.
     """
-    if directory.exists():
-        raise FileExistsError(
-            f"{directory} already exists; choose another --version or remove it"
-        )
-    directory.mkdir(parents=True)
+    check_version_is_free(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = directory.parent / f"{STAGING_PREFIX}{directory.name}-{os.getpid()}"
+    staging.mkdir()
+    try:
+        _write_files(staging, model, manifest, parameters)
+        _publish(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("wrote %s", directory)
+
+
+def _write_files(
+    directory: Path,
+    model: onnx.ModelProto,
+    manifest: dict[str, Any],
+    parameters: bytes | None,
+) -> None:
     onnx.save_model(model, directory / "model.onnx")
     if parameters is not None:
         (directory / PARAMETERS_FILE).write_bytes(parameters)
     text = json.dumps(manifest, indent=2, allow_nan=False) + "\n"
     (directory / "manifest.json").write_text(text, encoding="utf-8")
-    logger.info("wrote %s", directory)
+
+
+def _publish(staging: Path, directory: Path) -> None:
+    # rename() silently replaces an empty directory at the target, so the
+    # target is checked again in case another run created it meanwhile.
+    check_version_is_free(directory)
+    try:
+        staging.rename(directory)
+    except OSError as error:
+        if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise
+        raise FileExistsError(
+            f"{directory} already exists; choose another --version or remove it"
+        ) from None
 
 
 def manifest_header(

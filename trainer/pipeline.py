@@ -16,6 +16,9 @@ import pandas as pd
 from app.contract import WATCH_TIME_OUTPUT
 from trainer.evaluate import holdout_metrics
 from trainer.export import (
+    check_model_name,
+    check_version,
+    check_version_is_free,
     golden_outputs,
     golden_requests,
     graph_signature,
@@ -40,6 +43,7 @@ __all__ = [
     "creation_time",
     "describe_data",
     "file_sha256",
+    "free_version",
     "split_by_request",
     "train",
 ]
@@ -62,6 +66,11 @@ class TrainOptions:
     fit: FitOptions = field(default_factory=FitOptions)
     resample: ResampleOptions = field(default_factory=ResampleOptions)
     network: NetworkOptions = field(default_factory=NetworkOptions)
+
+    def __post_init__(self) -> None:
+        check_model_name(self.name)
+        if self.version is not None:
+            check_version(self.version)
 
     def variant_options(self) -> VariantOptions:
         return VariantOptions(self.variant, self.fit, self.resample, self.network)
@@ -100,8 +109,16 @@ def creation_time() -> str:
 
 
 def train(log: pd.DataFrame, data: dict[str, Any], options: TrainOptions) -> Path:
-    """Fit the chosen variant, evaluate it on held-out pages and export it."""
+    """Fit the chosen variant, evaluate it on held-out pages and export it.
+
+    Raises FileExistsError before fitting when the chosen version exists, and
+    ValueError when the log has fewer than two pages or its training pages
+    contain no watched click.
+    """
+    version, directory = free_version(options)
+    _check_page_count(log)
     train_log, holdout = split_by_request(log, options.holdout_fraction, options.seed)
+    _check_watched_clicks(train_log)
     spec = fit_spec(train_log)
     fitted = fit_variant(spec, train_log, options.variant_options(), options.seed)
     network = rounded(fitted.network)
@@ -117,7 +134,6 @@ def train(log: pd.DataFrame, data: dict[str, Any], options: TrainOptions) -> Pat
         metrics["ndcg_at_10"],
     )
 
-    version = options.version or next_version(options.repository, options.name)
     manifest = manifest_header(options.name, version, creation_time(), options.variant)
     manifest |= graph_signature(model, output_descriptions(options.variant))
     manifest["feature_spec"] = network.spec.to_dict()
@@ -131,9 +147,44 @@ def train(log: pd.DataFrame, data: dict[str, Any], options: TrainOptions) -> Pat
     requests = golden_requests(network.spec, holdout)
     manifest["golden"] = golden_outputs(model, network, requests)
 
-    directory = options.repository / options.name / str(version)
     write_model(directory, model, manifest, parameter_file)
     return directory
+
+
+def free_version(options: TrainOptions) -> tuple[int, Path]:
+    """Return the version to write and its directory.
+
+    Raises FileExistsError when the directory exists already.
+    """
+    version = options.version
+    if version is None:
+        version = next_version(options.repository, options.name)
+    directory = options.repository / options.name / str(version)
+    check_version_is_free(directory)
+    return version, directory
+
+
+def _check_page_count(log: pd.DataFrame) -> None:
+    if log.empty:
+        raise ValueError("the log has no rows; pass a log with impressions")
+
+    pages = log["request_id"].nunique()
+    if pages < 2:
+        raise ValueError(
+            f"the log contains one page, request_id {log['request_id'].iloc[0]!r}; "
+            "training holds out whole pages, so it needs at least 2 pages, and "
+            "thousands of rows to fit a useful model"
+        )
+
+
+def _check_watched_clicks(train_log: pd.DataFrame) -> None:
+    watched = (train_log["clicked"] == 1) & (train_log["watch_time_s"] > 0)
+    if not watched.any():
+        raise ValueError(
+            f"the {len(train_log)} training rows have no click with "
+            "watch_time_s > 0, so there is nothing to learn watch time from; "
+            "pass a log with watched clicks"
+        )
 
 
 def _options_record(options: TrainOptions, fitted: FittedVariant) -> dict[str, Any]:
