@@ -8,19 +8,29 @@ import logging
 import shlex
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
+import pandas as pd
 
-from app.contract import WATCH_TIME_OUTPUT, FeatureSpec
+from app.contract import WATCH_TIME_OUTPUT
+from app.errors import ModelLoadError
+from app.model import (
+    MANIFEST_FILE,
+    ModelLocation,
+    RankingModel,
+    load_model,
+    read_manifest,
+)
 from trainer.compare import CLICK_RATES, DEPTHS, CompareOptions, run_comparison
 from trainer.evaluate import holdout_metrics
-from trainer.export import run_graph
+from trainer.export import ExportError, check_model_name
 from trainer.fit import FitOptions
 from trainer.kuairand import load_kuairand
 from trainer.logs import read_log, write_log
 from trainer.mlp import NetworkOptions
 from trainer.outputs import VARIANTS, WEIGHTED
-from trainer.pipeline import TrainOptions, describe_data, train
+from trainer.pipeline import TrainOptions, describe_data, free_version, train
 from trainer.resample import ResampleOptions
 from trainer.selection import L2_GRID
 from trainer.simulate import simulate_log
@@ -28,9 +38,19 @@ from trainer.tensors import log_tensors
 
 logger = logging.getLogger(__name__)
 
+MAX_SEED = 2**32 - 1
+"""Largest seed that both numpy and scikit-learn accept."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser that reports a bad argument in one line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}; run {self.prog} --help for usage\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="watchtime")
+    parser = OneLineParser(prog="watchtime")
     commands = parser.add_subparsers(dest="command", required=True)
 
     simulate = commands.add_parser("simulate", help="write a simulated impression log")
@@ -43,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.05,
         help="mean click probability, in (0, 1)",
     )
-    simulate.add_argument("--seed", type=int, default=0, help="random seed")
+    simulate.add_argument("--seed", type=seed, default=0, help="random seed")
     simulate.add_argument(
         "--out", type=Path, required=True, help="CSV path (.csv or .csv.gz)"
     )
@@ -61,9 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--model-repository", type=Path, default=Path("models"), help="repository root"
     )
-    fit.add_argument("--name", default="watchtime", help="model name")
-    fit.add_argument("--version", type=int, help="version to write; default: next free")
-    fit.add_argument("--seed", type=int, default=0, help="seed of the holdout split")
+    fit.add_argument("--name", type=model_name, default="watchtime", help="model name")
+    fit.add_argument(
+        "--version", type=version, help="version to write; default: next free"
+    )
+    fit.add_argument("--seed", type=seed, default=0, help="seed of the holdout split")
     fit.add_argument(
         "--holdout-fraction", type=float, default=0.2, help="share of pages held out"
     )
@@ -103,7 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_fit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--l2", type=float, default=0.1, help="inverse L2 strength, scikit-learn C"
+        "--l2",
+        type=positive_number,
+        default=0.1,
+        help="inverse L2 strength, scikit-learn C, greater than 0",
     )
     parser.add_argument(
         "--max-iter", type=int, default=500, help="L-BFGS iteration limit"
@@ -140,7 +165,7 @@ def _add_compare_parser(commands: argparse._SubParsersAction) -> None:
         "--rows", type=int, default=200_000, help="impressions per simulated log"
     )
     compare.add_argument(
-        "--seeds", type=integer_list, default=(1,), help="seeds, e.g. 1,2,3"
+        "--seeds", type=seed_list, default=(1,), help="seeds, e.g. 1,2,3"
     )
     compare.add_argument(
         "--click-rates",
@@ -183,14 +208,63 @@ def hidden_layers(text: str) -> tuple[int, ...]:
         ) from None
 
 
-def integer_list(text: str) -> tuple[int, ...]:
-    """Parse `1,2,3` into integers."""
+def seed(text: str) -> int:
+    """Parse a random seed, a whole number from 0 to MAX_SEED."""
     try:
-        return tuple(int(part) for part in text.split(","))
+        value = int(text)
     except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(
-            f"invalid integer list {text!r}; write e.g. 1,2,3"
+            f"invalid seed {text!r}; use a whole number from 0 to {MAX_SEED}"
+        )
+    return value
+
+
+def seed_list(text: str) -> tuple[int, ...]:
+    """Parse `1,2,3` into seeds."""
+    try:
+        return tuple(seed(part) for part in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"invalid seed list {text!r}; write whole numbers from 0 to {MAX_SEED}, "
+            "e.g. 1,2,3"
         ) from None
+
+
+def positive_number(text: str) -> float:
+    """Parse a finite number greater than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}; use a number greater than 0, e.g. 0.1"
+        )
+    return value
+
+
+def version(text: str) -> int:
+    """Parse a model version, a whole number of 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"invalid version {text!r}; use a whole number of 1 or more"
+        )
+    return value
+
+
+def model_name(text: str) -> str:
+    """Check that a model name is one safe directory name."""
+    try:
+        check_model_name(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def rate_list(text: str) -> tuple[float, ...]:
@@ -211,7 +285,7 @@ def l2_list(text: str) -> tuple[float, ...]:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
         values = ()
-    if not values or min(values) <= 0:
+    if not values or not all(0 < value < float("inf") for value in values):
         raise argparse.ArgumentTypeError(
             f"invalid l2 list {text!r}; write positive numbers such as 0.01,0.1,1 "
             "or none"
@@ -230,6 +304,15 @@ def variant_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def input_file(path: Path, option: str) -> Path:
+    """Return `path` if it is a file, else raise ValueError naming `option`."""
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a directory; pass the path of a CSV file")
+    if not path.is_file():
+        raise ValueError(f"{option} {path} not found; pass the path of a CSV file")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one training subcommand; return the process exit code."""
     logging.basicConfig(
@@ -246,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, OSError, ModelLoadError, ExportError) as error:
         print(f"watchtime {args.command}: {error}", file=sys.stderr)
         return 2
 
@@ -260,20 +343,6 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    if args.log is not None:
-        log = read_log(args.log)
-        data = describe_data(log, "impression log", [args.log])
-    else:
-        if args.kuairand_users is None or args.kuairand_videos is None:
-            raise ValueError(
-                "--kuairand-log needs --kuairand-users and --kuairand-videos"
-            )
-        log = load_kuairand(
-            args.kuairand_log, args.kuairand_users, args.kuairand_videos
-        )
-        files = [*args.kuairand_log, args.kuairand_users, args.kuairand_videos]
-        data = describe_data(log, "kuairand", files)
-
     options = TrainOptions(
         repository=args.model_repository,
         name=args.name,
@@ -285,9 +354,28 @@ def _train(args: argparse.Namespace) -> int:
         resample=_resample_options(args),
         network=NetworkOptions(hidden=args.hidden, max_epochs=args.max_epochs),
     )
+    # Reading a large log takes a while, so a taken version fails first.
+    free_version(options)
+    log, data = _read_training_log(args)
+
     directory = train(log, data, options)
     print(directory)
     return 0
+
+
+def _read_training_log(args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read the --log or the KuaiRand files and describe them for the manifest."""
+    if args.log is not None:
+        log = read_log(input_file(args.log, "--log"))
+        return log, describe_data(log, "impression log", [args.log])
+
+    if args.kuairand_users is None or args.kuairand_videos is None:
+        raise ValueError("--kuairand-log needs --kuairand-users and --kuairand-videos")
+    logs = [input_file(path, "--kuairand-log") for path in args.kuairand_log]
+    users = input_file(args.kuairand_users, "--kuairand-users")
+    videos = input_file(args.kuairand_videos, "--kuairand-videos")
+    log = load_kuairand(logs, users, videos)
+    return log, describe_data(log, "kuairand", [*logs, users, videos])
 
 
 def _fit_options(args: argparse.Namespace) -> FitOptions:
@@ -299,15 +387,30 @@ def _resample_options(args: argparse.Namespace) -> ResampleOptions:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    manifest_path = args.model / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    spec = FeatureSpec.from_dict(manifest["feature_spec"])
-    log = read_log(args.log)
+    model = _load_evaluated_model(args.model)
+    log = read_log(input_file(args.log, "--log"))
+    if log.empty:
+        raise ValueError(f"--log {args.log} has no rows; pass a log with impressions")
 
-    outputs = run_graph(args.model / "model.onnx", log_tensors(spec, log))
+    outputs = model.predict(log_tensors(model.spec, log))
     metrics = holdout_metrics(log, outputs[WATCH_TIME_OUTPUT].astype(np.float64))
     print(json.dumps(metrics, indent=2))
     return 0
+
+
+def _load_evaluated_model(directory: Path) -> RankingModel:
+    """Load a version directory with the service's checks and golden replay."""
+    if not directory.is_dir():
+        raise ValueError(
+            f"--model {directory} is not a directory; pass a model version "
+            "directory such as models/watchtime/1"
+        )
+
+    # The name and version only label log lines. Taking them from the
+    # manifest lets a copied directory load without a renamed-copy warning.
+    manifest = read_manifest(directory / MANIFEST_FILE)
+    location = ModelLocation(manifest.get("name"), manifest.get("version"), directory)
+    return load_model(location)
 
 
 def _compare(args: argparse.Namespace) -> int:
