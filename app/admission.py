@@ -1,7 +1,9 @@
 """Admission control of ranking requests, so that overload gets a fast 429.
 
-Each worker ranks at most `concurrency` requests at a time, and the others
-wait for a ranking thread in arrival order. A request is admitted only while
+Rankings (`/v1/rank`) and V2 inferences (`/v2/models/.../infer`) share one
+controller per worker, so that one bound holds for both. Each worker runs
+at most `concurrency` requests at a time, and the others wait for a ranking
+thread in arrival order. A request is admitted only while
 fewer than `max_in_flight` requests are admitted. While a ranking thread is
 free it is admitted at once, because nothing queues ahead of it. Otherwise it
 is admitted only if the rankings ahead of it and its own are estimated to
@@ -11,13 +13,16 @@ nothing, and queueing it would also delay every request behind it.
 
 The estimate needs no model of the hardware. Each ranking's service time is
 measured, and a least-squares line of service time on body size, weighted
-towards recent rankings, predicts the service time of the next bodies.
+towards recent rankings, predicts the service time of the next bodies. Each
+kind of request has its own line, because a V2 body, binary tensors or JSON
+arrays, contains far more candidates per byte than a `/v1/rank` body.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -87,8 +92,10 @@ class ServiceTimeEstimator:
 
 @dataclass(frozen=True)
 class Ticket:
-    """An admitted request: its size, predicted service time and deadline."""
+    """An admitted request: its kind, size, predicted service time and deadline."""
 
+    workload: str
+    """Kind of request, which selects the service time estimator."""
     body_bytes: int
     cost_s: float
     deadline: float
@@ -98,10 +105,11 @@ class Ticket:
 
 
 class AdmissionController:
-    """Admits ranking requests of one worker and runs them in arrival order.
+    """Admits the requests of one worker and runs them in arrival order.
 
     Admission and release run on the event loop, so the counters need no
-    lock. The estimator learns from each ranking after its thread returns.
+    lock. The estimator of each workload learns from each of its requests
+    after the thread returns.
     """
 
     def __init__(
@@ -113,30 +121,38 @@ class AdmissionController:
         self.concurrency = concurrency
         self.max_in_flight = max_in_flight
         self.limiter = anyio.CapacityLimiter(concurrency)
-        self.estimator = ServiceTimeEstimator()
+        self.estimators: defaultdict[str, ServiceTimeEstimator] = defaultdict(
+            ServiceTimeEstimator
+        )
+        """Service time estimator of each workload, such as `rank`."""
         self.in_flight = 0
         self.queued_cost_s = 0.0
-        """Predicted service time of every admitted ranking not yet finished."""
+        """Predicted service time of every admitted request not yet finished."""
         self._on_change = on_change
 
-    def admit(self, body_bytes: int, deadline: float) -> Ticket:
-        """Admit a request or raise Overloaded with a Retry-After hint."""
+    def admit(self, body_bytes: int, deadline: float, workload: str = "rank") -> Ticket:
+        """Admit a request or raise Overloaded with a Retry-After hint.
+
+        `workload` names the kind of request, whose service times are
+        estimated apart from those of other kinds.
+        """
         now = time.monotonic()
         if self.in_flight >= self.max_in_flight:
             raise Overloaded(
-                f"the server has {self.in_flight} ranking requests in flight, its "
-                "maximum set by WATCHTIME_MAX_IN_FLIGHT; retry after the "
-                "Retry-After seconds, or send the request to another replica",
+                f"the server has {self.in_flight} ranking and inference requests "
+                "in flight, its maximum set by WATCHTIME_MAX_IN_FLIGHT; retry "
+                "after the Retry-After seconds, or send the request to another "
+                "replica",
                 retry_after_s=self._retry_after_s(),
             )
 
-        cost_s = self.estimator.estimate(body_bytes)
+        cost_s = self.estimators[workload].estimate(body_bytes)
         queued = self.in_flight >= self.concurrency
         if cost_s is not None and queued:
             completion = now + self.queued_cost_s / self.concurrency + cost_s
             if completion > deadline:
                 raise self._late(completion - now, deadline - now)
-        ticket = Ticket(body_bytes, cost_s or 0.0, deadline, queued)
+        ticket = Ticket(workload, body_bytes, cost_s or 0.0, deadline, queued)
         self.in_flight += 1
         self.queued_cost_s += ticket.cost_s
         self._on_change(self.in_flight)
@@ -156,7 +172,7 @@ class AdmissionController:
             self.in_flight -= 1
             self.queued_cost_s = max(0.0, self.queued_cost_s - ticket.cost_s)
             self._on_change(self.in_flight)
-        self.estimator.observe(ticket.body_bytes, seconds)
+        self.estimators[ticket.workload].observe(ticket.body_bytes, seconds)
         return result
 
     def _run_timed(
@@ -170,8 +186,8 @@ class AdmissionController:
 
     def _late(self, needed_s: float, remaining_s: float) -> Overloaded:
         return Overloaded(
-            f"the server is overloaded: the ranking would take about "
-            f"{needed_s * 1000:.0f} ms, and the request's deadline is in "
+            f"the server is overloaded: the request would take about "
+            f"{needed_s * 1000:.0f} ms, and its deadline is in "
             f"{max(remaining_s, 0.0) * 1000:.0f} ms; retry after the Retry-After "
             "seconds or on another replica, or send a longer deadline in "
             "X-Request-Deadline-Ms",

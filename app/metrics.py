@@ -161,7 +161,7 @@ class ServiceMetrics:
         )
         self.rankings_in_flight = Gauge(
             "watchtime_rankings_in_flight",
-            "Ranking requests admitted and not yet answered, waiting or running.",
+            "Ranking and V2 inference requests admitted and not yet answered.",
             registry=registry,
             multiprocess_mode="liveall",
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,16 +12,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from app.contract import FeatureSpec
+from app.v2.signature import DATATYPES
+from trainer.tensors import request_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
 STARTUP_TIMEOUT_S = 60.0
 SHUTDOWN_TIMEOUT_S = 10.0
 CLI_TIMEOUT_S = 60.0
+INFER_PATH = "/v2/models/watchtime/infer"
 
 
 @dataclass(frozen=True)
@@ -153,3 +160,29 @@ def sample(
 ) -> float:
     """Return one sample's value from `scrape`, or 0 if it was never recorded."""
     return samples.get((metric, tuple(sorted(labels.items()))), 0.0)
+
+
+def inference_body(manifest: dict[str, Any], candidates: int) -> bytes:
+    """Return a JSON V2 inference body of `candidates` copies of a golden candidate.
+
+    The candidates share the first golden request's context and the features
+    of its first candidate, each with its own video id.
+    """
+    spec = FeatureSpec.from_dict(manifest["feature_spec"])
+    golden = manifest["golden"][0]["request"]
+    features = dict(golden["candidates"][0]["features"])
+    features.pop("video_id", None)
+    request = {
+        "context": golden["context"],
+        "candidates": [{"id": i + 1, "features": features} for i in range(candidates)],
+    }
+    inputs = [
+        {
+            "name": name,
+            "shape": list(array.shape),
+            "datatype": DATATYPES[array.dtype.name],
+            "data": array.ravel().tolist(),
+        }
+        for name, array in request_tensors(spec, request).items()
+    ]
+    return json.dumps({"inputs": inputs}).encode()

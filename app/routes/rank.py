@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from functools import partial
 from typing import Annotated
@@ -10,8 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from app.admission import AdmissionController
-from app.errors import InvalidRequest, UnsupportedMediaType
+from app.errors import UnsupportedMediaType
 from app.ranking import RankingService
+from app.routes.deadline import DEADLINE_HEADER, deadline_s
 from app.routes.dependencies import get_admission, get_ranking_service
 from app.routes.errors import REQUEST_ID_HEADER
 from app.schemas import ErrorResponse, RankResponse
@@ -40,9 +40,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     503: {"model": ErrorResponse, "description": "The model is not loaded yet."},
 }
 
-DEADLINE_HEADER = "X-Request-Deadline-Ms"
-MAX_DEADLINE_MS = 600_000.0
-
 # The body is read as bytes and decoded by the ranking service, which times
 # the decoding as a stage; the schema below documents it for OpenAPI clients.
 REQUEST_BODY_SCHEMA = {
@@ -68,30 +65,6 @@ def check_json_content_type(content_type: str | None) -> None:
         field="Content-Type",
         value=content_type,
     )
-
-
-def deadline_s(header: str | None, default_ms: float) -> float:
-    """Return the request's time budget in seconds, from its header or the default.
-
-    Raises InvalidRequest naming the header when it is not a number of
-    milliseconds in (0, 600000].
-    """
-    if header is None:
-        return default_ms / 1000
-    try:
-        milliseconds = float(header)
-    except ValueError:
-        milliseconds = math.nan
-    if not 0 < milliseconds <= MAX_DEADLINE_MS:
-        raise InvalidRequest(
-            f"the header {DEADLINE_HEADER} is invalid: got {header!r}, expected "
-            f"the milliseconds the caller can wait, a number in (0, "
-            f"{MAX_DEADLINE_MS:.0f}], or leave it out for the server's default "
-            f"of {default_ms:g} ms",
-            field=DEADLINE_HEADER,
-            value=header,
-        )
-    return milliseconds / 1000
 
 
 @router.post(

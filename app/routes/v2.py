@@ -4,26 +4,37 @@ Triton, KServe and Seldon clients and probes speak this protocol. Its error
 body is `{"error": "<message>"}`, unlike the `/v1` body, so every `/v2` route
 uses `OpenInferenceRoute`, which turns errors into that shape. A catch-all
 route gives unknown `/v2` paths and methods the same shape.
+
+Inference shares the admission control of `/v1/rank`: the same bound on
+requests in flight, the same `X-Request-Deadline-Ms` header and default, and
+429 with Retry-After when a request would miss its deadline.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from functools import partial
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from starlette.concurrency import run_in_threadpool
 
-from app.errors import ServiceError
+from app.errors import InvalidRequest, ServiceError
 from app.model import RankingModel
-from app.routes.dependencies import get_current_model
+from app.routes.deadline import DEADLINE_HEADER, deadline_s
+from app.routes.dependencies import get_admission, get_current_model, get_metrics
+from app.routes.errors import count_rejection
+from app.settings import Settings
 from app.v2 import HEADER_LENGTH_HEADER, EncodedResponse, InferenceDataPlane
+from app.v2.dataplane import check_model_path
 from app.v2.errors import InvalidInferenceRequest
 
 HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+INFERENCE_WORKLOAD = "v2_infer"
+"""Admission workload of inferences, whose service times are estimated apart."""
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +60,9 @@ class MethodNotAllowed(ServiceError):
 class OpenInferenceRoute(APIRoute):
     """Route that sends errors as the protocol's `{"error": message}` body.
 
-    An unexpected exception becomes a 500 with a generic message, and its
-    traceback is logged once here.
+    Errors are counted in the metrics as on `/v1`, except those of unknown
+    paths. An unexpected exception becomes a 500 with a generic message, and
+    its traceback is logged once here.
     """
 
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
@@ -65,6 +77,8 @@ class OpenInferenceRoute(APIRoute):
                 logger.debug(
                     "%s %s failed with %s", request.method, path, error.error_type
                 )
+                if not isinstance(error, EndpointNotFound | MethodNotAllowed):
+                    count_rejection(get_metrics(request), error)
                 return _error_response(error)
             except Exception:
                 logger.exception("unexpected error on %s %s", request.method, path)
@@ -174,17 +188,33 @@ def _model_ready(request: Request, name: str, version: str | None) -> JSONRespon
 
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
+    arrived = time.monotonic()
     model: RankingModel = get_current_model(request)
+    check_model_path(model, name, version)
     plane = get_data_plane(request)
     _check_content_encoding(request)
+    budget_s = _deadline_s(request)
     body = await request.body()
     header_length = request.headers.get(HEADER_LENGTH_HEADER)
 
-    # Decoding, checking and inference are CPU work, kept off the event loop.
-    encoded = await run_in_threadpool(
-        plane.infer, model, name, version, body, header_length
-    )
+    admission = get_admission(request)
+    ticket = admission.admit(len(body), arrived + budget_s, INFERENCE_WORKLOAD)
+    # Decoding, checking and inference are CPU work, run in a ranking thread
+    # off the event loop.
+    inference = partial(plane.infer, model, name, version, body, header_length)
+    encoded = await admission.run(ticket, inference)
     return _inference_response(encoded)
+
+
+def _deadline_s(request: Request) -> float:
+    settings: Settings = request.app.state.settings
+    try:
+        return deadline_s(
+            request.headers.get(DEADLINE_HEADER), settings.request_deadline_ms
+        )
+    except InvalidRequest as error:
+        # Every malformed V2 request gets the protocol's status, 400.
+        raise InvalidInferenceRequest(error.message) from None
 
 
 def _check_content_encoding(request: Request) -> None:
@@ -207,9 +237,9 @@ def _inference_response(encoded: EncodedResponse) -> Response:
 
 
 def _error_response(error: ServiceError) -> JSONResponse:
-    headers: dict[str, Any] | None = None
+    headers = dict(error.headers)
     if isinstance(error, MethodNotAllowed):
-        headers = {"Allow": ", ".join(error.allowed)}
+        headers["Allow"] = ", ".join(error.allowed)
     return JSONResponse(
         {"error": error.message}, status_code=error.status_code, headers=headers
     )
