@@ -1,4 +1,6 @@
-"""Readiness during shutdown: `/readyz` fails from the moment a stop signal arrives.
+"""Readiness during shutdown: probes fail from the moment a stop signal arrives.
+
+The probes are `/readyz` and the V2 `/v2/health/ready` and model ready paths.
 
 uvicorn (0.29 and later) installs its SIGTERM and SIGINT handlers with
 `signal.signal` before it starts the lifespan, and on a signal it stops
@@ -108,8 +110,8 @@ def _stop_server(
     handler: Callable[[int, FrameType | None], object], signum: int, timeout_s: int
 ) -> None:
     logger.info(
-        "received %s: /readyz returns 503 from now on, new connections are "
-        "refused, and requests in flight get up to %d s to finish",
+        "received %s: /readyz and /v2/health/ready return 503 from now on, new "
+        "connections are refused, and requests in flight get up to %d s to finish",
         signal.Signals(signum).name,
         timeout_s,
     )

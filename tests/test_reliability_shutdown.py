@@ -1,9 +1,9 @@
 """SIGTERM under load against real `watchtime serve` processes on loopback.
 
 Client threads rank in a closed loop while the server gets SIGTERM. Every
-request sent before the signal must get a ranking, `/readyz`
-must stop returning 200, new connections must be refused, and the process
-must exit with status 0 within the shutdown timeout.
+request sent before the signal must get a ranking, `/readyz` and the V2
+readiness paths must stop returning 200, new connections must be refused,
+and the process must exit with status 0 within the shutdown timeout.
 """
 
 from __future__ import annotations
@@ -24,7 +24,16 @@ import uvicorn
 from app.main import create_app
 from app.settings import Settings
 
-from service_helpers import LOOPBACK, RunningServer, find_free_port, run_server
+from service_helpers import (
+    INFER_PATH,
+    LOOPBACK,
+    RunningServer,
+    find_free_port,
+    inference_body,
+    run_server,
+    sample,
+    scrape,
+)
 
 SHUTDOWN_TIMEOUT_S = 10
 CLIENTS = 6
@@ -35,6 +44,16 @@ EXIT_MARGIN_S = 15.0
 
 LONG_DEADLINE = {"X-Request-Deadline-Ms": "60000"}
 """Header that keeps admission control from rejecting requests of these tests."""
+
+SLOW_INFERENCES = 8
+"""5000-row inferences sent together, which 2 ranking threads finish in turn."""
+
+READINESS_PATHS = (
+    "/readyz",
+    "/v2/health/ready",
+    "/v2/models/watchtime/ready",
+    "/v2/models/watchtime/versions/1/ready",
+)
 
 
 @dataclass(frozen=True)
@@ -75,23 +94,23 @@ def rank_in_a_loop(
 
 @dataclass(frozen=True)
 class Probe:
-    """One call of /readyz on a new connection, as the kubelet makes them."""
+    """One call of a readiness path on a new connection, as the kubelet makes them."""
 
     started: float
     outcome: int | str
     """HTTP status, or the name of the transport error."""
 
 
-def probe_readiness(base_url: str, window_s: float) -> list[Probe]:
-    """Call /readyz every 20 ms for `window_s` seconds."""
+def probe_readiness(
+    base_url: str, window_s: float, path: str = "/readyz"
+) -> list[Probe]:
+    """Call a readiness path every 20 ms for `window_s` seconds."""
     probes: list[Probe] = []
     deadline = time.monotonic() + window_s
     while time.monotonic() < deadline:
         started = time.monotonic()
         try:
-            outcome: int | str = httpx.get(
-                base_url + "/readyz", timeout=1.0
-            ).status_code
+            outcome: int | str = httpx.get(base_url + path, timeout=1.0).status_code
         except httpx.TransportError as error:
             outcome = type(error).__name__
         probes.append(Probe(started, outcome))
@@ -248,6 +267,64 @@ def test_shutdown_timeout_cancels_requests_that_outlast_it(
     assert len(statuses) == 100
 
 
+def infer_once(base_url: str, body: bytes, statuses: list[int | str]) -> None:
+    """Send one inference and record its status or transport error."""
+    headers = {"Content-Type": "application/json", **LONG_DEADLINE}
+    try:
+        response = httpx.post(
+            base_url + INFER_PATH, content=body, headers=headers, timeout=60
+        )
+        statuses.append(response.status_code)
+    except httpx.TransportError as error:
+        statuses.append(type(error).__name__)
+
+
+def wait_until_admitted(base_url: str, statuses: list[int | str], count: int) -> float:
+    """Return the requests in flight once `count` requests are in flight or done.
+
+    Every request is then inside the server, so the shutdown cannot refuse
+    its connection.
+    """
+    deadline = time.monotonic() + LOAD_START_TIMEOUT_S
+    with httpx.Client(base_url=base_url) as client:
+        while time.monotonic() < deadline:
+            in_flight = sample(scrape(client), "watchtime_rankings_in_flight")
+            if in_flight + len(statuses) >= count:
+                return in_flight
+            time.sleep(0.005)
+    pytest.fail(f"{count} requests were not admitted in {LOAD_START_TIMEOUT_S} s")
+
+
+def test_v2_readiness_fails_while_draining(model_repository, manifest, tmp_path):
+    body = inference_body(manifest, 5000)
+    arguments = ("--reload-interval", "0")
+    variables = {"WATCHTIME_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_TIMEOUT_S)}
+    statuses: list[int | str] = []
+
+    with run_server(
+        model_repository, tmp_path / "log", *arguments, **variables
+    ) as server:
+        ready_before = httpx.get(server.base_url + "/v2/health/ready").status_code
+        senders = [
+            threading.Thread(target=infer_once, args=(server.base_url, body, statuses))
+            for _ in range(SLOW_INFERENCES)
+        ]
+        for sender in senders:
+            sender.start()
+        in_flight = wait_until_admitted(server.base_url, statuses, SLOW_INFERENCES)
+        server.process.send_signal(signal.SIGTERM)
+        probes = probe_readiness(server.base_url, PROBE_WINDOW_S, "/v2/health/ready")
+        exit_status = server.process.wait(timeout=SHUTDOWN_TIMEOUT_S + EXIT_MARGIN_S)
+        for sender in senders:
+            sender.join(timeout=30)
+
+    assert ready_before == 200
+    assert in_flight >= 1
+    assert 200 not in [probe.outcome for probe in probes]
+    assert statuses == [200] * SLOW_INFERENCES
+    assert exit_status == 0
+
+
 async def read_response_head(reader: asyncio.StreamReader) -> bytes:
     """Read one response, and return its status line and headers."""
     head = await reader.readuntil(b"\r\n\r\n")
@@ -260,24 +337,37 @@ async def read_response_head(reader: asyncio.StreamReader) -> bytes:
     return head
 
 
-async def probe_with_the_signal(server: uvicorn.Server, port: int) -> list[bytes]:
-    """Send /readyz before and right after SIGTERM on one connection."""
+async def probe_with_the_signal(
+    server: uvicorn.Server, port: int, paths: tuple[str, ...]
+) -> list[tuple[bytes, bytes]]:
+    """Send each path before and right after SIGTERM, each on its own connection.
+
+    Returns the response heads of each path, before and after the signal.
+    The requests after the signal are all written before the event loop
+    runs again, so they all reach the server before it closes connections.
+    """
     serving = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    request = f"GET /readyz HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\n\r\n".encode()
-    heads = []
+    connections = [await asyncio.open_connection(LOOPBACK, port) for _ in paths]
+    requests = [
+        f"GET {path} HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\n\r\n".encode()
+        for path in paths
+    ]
 
-    writer.write(request)
-    heads.append(await read_response_head(reader))
+    before = []
+    for (reader, writer), request in zip(connections, requests, strict=True):
+        writer.write(request)
+        before.append(await read_response_head(reader))
     signal.raise_signal(signal.SIGTERM)
-    writer.write(request)
-    heads.append(await read_response_head(reader))
+    for (_, writer), request in zip(connections, requests, strict=True):
+        writer.write(request)
+    after = [await read_response_head(reader) for reader, _ in connections]
 
-    writer.close()
+    for _, writer in connections:
+        writer.close()
     await serving
-    return heads
+    return list(zip(before, after, strict=True))
 
 
 def test_readiness_returns_503_after_the_signal(model_repository):
@@ -295,10 +385,12 @@ def test_readiness_returns_503_after_the_signal(model_repository):
     received: list[int] = []
     previous = signal.signal(signal.SIGTERM, lambda signum, _: received.append(signum))
     try:
-        heads = asyncio.run(probe_with_the_signal(server, port))
+        heads = asyncio.run(probe_with_the_signal(server, port, READINESS_PATHS))
     finally:
         signal.signal(signal.SIGTERM, previous)
 
-    assert heads[0].startswith(b"HTTP/1.1 200")
-    assert heads[1].startswith(b"HTTP/1.1 503")
+    before = [head.split(b"\r\n")[0] for head, _ in heads]
+    after = [head.split(b"\r\n")[0] for _, head in heads]
+    assert before == [b"HTTP/1.1 200 OK"] * len(READINESS_PATHS)
+    assert after == [b"HTTP/1.1 503 Service Unavailable"] * len(READINESS_PATHS)
     assert received == [signal.SIGTERM]

@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import Request
 
 from app.admission import AdmissionController
-from app.errors import ModelNotReady
+from app.errors import ModelNotReady, ShuttingDown
 from app.metrics import ServiceMetrics
 from app.model import RankingModel
 from app.model_manager import ModelManager
 from app.ranking import RankingService
+from app.shutdown import ShutdownState
 
 
 def get_ranking_service(request: Request) -> RankingService:
@@ -39,6 +40,20 @@ def get_current_model(request: Request) -> RankingModel:
     if model is None:
         raise _not_ready()
     return model
+
+
+def check_not_stopping(request: Request) -> None:
+    """Raise ShuttingDown once this worker has received a stop signal.
+
+    Readiness probes call it, so that load balancers stop sending requests
+    while the worker finishes the ones it has.
+    """
+    shutdown: ShutdownState = request.app.state.shutdown
+    if shutdown.stopping:
+        raise ShuttingDown(
+            f"the server received {shutdown.signal_name} and is finishing the "
+            "requests it has; send new requests to another replica"
+        )
 
 
 def get_metrics(request: Request) -> ServiceMetrics:

@@ -6,11 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from app.errors import ShuttingDown
 from app.model import RankingModel
-from app.routes.dependencies import get_current_model
+from app.routes.dependencies import check_not_stopping, get_current_model
 from app.schemas import ErrorResponse
-from app.shutdown import ShutdownState
 
 router = APIRouter(tags=["operations"])
 
@@ -31,10 +29,5 @@ def check_ready(
     Return 503 again from the moment the worker receives a stop signal, so
     that load balancers stop sending requests while it drains.
     """
-    shutdown: ShutdownState = request.app.state.shutdown
-    if shutdown.stopping:
-        raise ShuttingDown(
-            f"the server received {shutdown.signal_name} and is finishing the "
-            "requests it has; send new requests to another replica"
-        )
+    check_not_stopping(request)
     return {"status": "ready", "model": {"name": model.name, "version": model.version}}

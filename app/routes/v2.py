@@ -24,7 +24,12 @@ from fastapi.routing import APIRoute
 from app.errors import InvalidRequest, ServiceError
 from app.model import RankingModel
 from app.routes.deadline import DEADLINE_HEADER, deadline_s
-from app.routes.dependencies import get_admission, get_current_model, get_metrics
+from app.routes.dependencies import (
+    check_not_stopping,
+    get_admission,
+    get_current_model,
+    get_metrics,
+)
 from app.routes.errors import count_rejection
 from app.settings import Settings
 from app.v2 import HEADER_LENGTH_HEADER, EncodedResponse, InferenceDataPlane
@@ -110,8 +115,9 @@ def check_server_live() -> JSONResponse:
 
 @router.get("/v2/health/ready")
 def check_server_ready(request: Request) -> JSONResponse:
-    """Return 200 once a model is loaded, and 503 before."""
+    """Return 200 once a model is loaded, 503 before and from a stop signal on."""
     get_current_model(request)
+    check_not_stopping(request)
     return JSONResponse({"ready": True})
 
 
@@ -131,7 +137,7 @@ def read_model_version_metadata(
 
 @router.get("/v2/models/{model_name}/ready")
 def check_model_ready(model_name: str, request: Request) -> JSONResponse:
-    """Return 200 when the model is ready, 503 before and 404 for another name."""
+    """Return 200 when the model is ready, 503 when not and 404 for another name."""
     return _model_ready(request, model_name, None)
 
 
@@ -184,7 +190,9 @@ def _model_metadata(request: Request, name: str, version: str | None) -> JSONRes
 def _model_ready(request: Request, name: str, version: str | None) -> JSONResponse:
     model = get_current_model(request)
     plane = get_data_plane(request)
-    return JSONResponse(plane.model_ready(model, name, version))
+    status = plane.model_ready(model, name, version)
+    check_not_stopping(request)
+    return JSONResponse(status)
 
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
