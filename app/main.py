@@ -103,10 +103,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics.onnxruntime_threads.labels("inter_op").set(1)
     logger.info(
         "onnxruntime uses %d intra-op and 1 inter-op thread per worker, "
-        "from %.2f available cores and %d workers",
+        "from %.2f available cores and %d workers; intra-op spinning %s",
         threads,
         available_cpus(),
         settings.workers,
+        "on" if model.intra_op_spinning else "off",
     )
     service: RankingService = app.state.ranking_service
     if settings.batching:

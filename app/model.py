@@ -50,6 +50,9 @@ GOLDEN_RTOL = 1e-4
 GOLDEN_ATOL = 1e-6
 """Absolute tolerance of the golden replay, for logits close to zero."""
 
+SPINNING_CONFIG_KEY = "session.intra_op.allow_spinning"
+"""onnxruntime session config entry: "1" lets idle intra-op threads spin."""
+
 _VERSION_DIRECTORY = re.compile(r"[1-9][0-9]*")
 _ONNX_TYPES = {np.float32: "tensor(float)", np.int64: "tensor(int64)"}
 _ORT_ERRORS = (
@@ -110,6 +113,12 @@ class RankingModel:
     def output_names(self) -> tuple[str, ...]:
         """Return the names of the graph's outputs, in graph order."""
         return tuple(o.name for o in self._session.get_outputs())
+
+    @property
+    def intra_op_spinning(self) -> bool:
+        """Whether the session's idle intra-op threads spin between calls."""
+        options = self._session.get_session_options()
+        return options.get_session_config_entry(SPINNING_CONFIG_KEY) == "1"
 
     def predict(self, tensors: Tensors) -> dict[str, np.ndarray]:
         """Run the graph once and return every output by name."""
@@ -185,13 +194,19 @@ def _versions(model_directory: Path) -> set[int]:
     return versions
 
 
-def load_model(location: ModelLocation, intra_op_threads: int = 1) -> RankingModel:
-    """Open a model version, check it against its manifest and replay the goldens."""
+def load_model(
+    location: ModelLocation, intra_op_threads: int = 1, spinning: bool = False
+) -> RankingModel:
+    """Open a model version, check it against its manifest and replay the goldens.
+
+    `spinning` lets idle intra-op threads spin for the next call. It applies
+    only to sessions with more than one intra-op thread.
+    """
     started = time.perf_counter()
     manifest = read_manifest(location.manifest_path)
     spec = _parse_spec(location.manifest_path, manifest)
     _check_onnx(location.graph_path)
-    session = _open_session(location.graph_path, intra_op_threads)
+    session = _open_session(location.graph_path, intra_op_threads, spinning)
     _check_graph(location.graph_path, session, spec)
     _check_declared_signature(location.manifest_path, manifest, session)
 
@@ -213,7 +228,9 @@ def load_configured_model(settings: Settings) -> RankingModel:
     location = locate_model(
         settings.model_repository, settings.model_name, settings.model_version
     )
-    return load_model(location, settings.resolved_intra_op_threads())
+    return load_model(
+        location, settings.resolved_intra_op_threads(), settings.onnxruntime_spinning
+    )
 
 
 def _warn_about_renamed_copy(location: ModelLocation, manifest: dict[str, Any]) -> None:
@@ -283,12 +300,20 @@ def _check_onnx(path: Path) -> None:
         raise ModelLoadError(f"{path} cannot be read as ONNX: {error}") from None
 
 
-def _open_session(path: Path, intra_op_threads: int) -> ort.InferenceSession:
+def _open_session(
+    path: Path, intra_op_threads: int, spinning: bool
+) -> ort.InferenceSession:
     if not path.is_file():
         raise ModelLoadError(f"{path} not found")
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
+    # By default onnxruntime's idle intra-op threads spin after each call for
+    # the next one: 34 ms of CPU per call with 2 threads in docs/benchmarks.md.
+    # With 1 thread the calling thread does all the work and no pool thread
+    # exists, so nothing spins.
+    spin = spinning and intra_op_threads != 1
+    options.add_session_config_entry(SPINNING_CONFIG_KEY, "1" if spin else "0")
     # Every request has another candidate count, so shapes vary call to call:
     # a memory pattern planned for one shape does not fit the next, and the
     # arena keeps its largest allocation forever. Both off keep memory flat.

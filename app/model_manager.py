@@ -71,6 +71,7 @@ class ModelManager:
         self._settings = settings
         self._metrics = metrics
         self.intra_op_threads = settings.resolved_intra_op_threads()
+        self.onnxruntime_spinning = settings.onnxruntime_spinning
         self._runtime_dir = runtime_dir
         self._current: RankingModel | None = None
         self._current_fingerprint: Fingerprint | None = None
@@ -153,7 +154,7 @@ class ModelManager:
         )
 
     def _load(self, location: ModelLocation) -> RankingModel:
-        return load_model(location, self.intra_op_threads)
+        return load_model(location, self.intra_op_threads, self.onnxruntime_spinning)
 
     def _install(self, model: RankingModel, stamp: Fingerprint) -> None:
         previous = self._current

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     intra_op_threads: int | None = Field(default=None, ge=0)
     """onnxruntime threads per worker: unset = cores / workers, 0 = onnxruntime's."""
 
+    onnxruntime_spinning: bool = False
+    """Let idle intra-op threads spin for the next call: more CPU, less latency."""
+
     batching: bool = False
     """Merge concurrent requests into shared onnxruntime calls."""
 

@@ -176,6 +176,25 @@ def test_serve_takes_settings_from_environment(model_repository, tmp_path):
     assert response.status_code == 413
 
 
+def test_serve_logs_spinning_off_by_default(server):
+    log = server.log()
+
+    assert "intra-op spinning off" in log
+
+
+def test_serve_logs_spinning_set_by_environment(model_repository, tmp_path):
+    variables = {
+        "WATCHTIME_INTRA_OP_THREADS": "2",
+        "WATCHTIME_ONNXRUNTIME_SPINNING": "true",
+    }
+
+    with run_server(model_repository, tmp_path / "server.log", **variables) as server:
+        log = server.log()
+
+    assert "2 intra-op" in log
+    assert "intra-op spinning on" in log
+
+
 def test_app_factory_without_model_stops_uvicorn(tmp_path):
     missing = tmp_path / "no-models"
     command = [

@@ -65,6 +65,28 @@ def test_load_model_with_any_thread_count(model_repository):
     assert model.version == 1
 
 
+def test_load_model_spinning_off_by_default(model_repository):
+    model = load_model(locate_model(model_repository), intra_op_threads=2)
+
+    assert not model.intra_op_spinning
+
+
+def test_load_model_spins_when_requested(model_repository):
+    location = locate_model(model_repository)
+
+    model = load_model(location, intra_op_threads=2, spinning=True)
+
+    assert model.intra_op_spinning
+
+
+def test_load_model_one_thread_never_spins(model_repository):
+    location = locate_model(model_repository)
+
+    model = load_model(location, intra_op_threads=1, spinning=True)
+
+    assert not model.intra_op_spinning
+
+
 def test_locate_model_picks_highest_version(repository_copy):
     model_dir = repository_copy / "watchtime"
     shutil.copytree(model_dir / "1", model_dir / "10")

@@ -115,6 +115,20 @@ def test_settings_intra_op_threads_accepts_zero(monkeypatch):
     assert settings.intra_op_threads == 0
 
 
+def test_settings_spinning_off_by_default():
+    settings = load_settings()
+
+    assert settings.onnxruntime_spinning is False
+
+
+def test_settings_spinning_reads_environment(monkeypatch):
+    monkeypatch.setenv("WATCHTIME_ONNXRUNTIME_SPINNING", "true")
+
+    settings = load_settings()
+
+    assert settings.onnxruntime_spinning is True
+
+
 def test_settings_fields_have_descriptions():
     undocumented = [
         name for name, field in Settings.model_fields.items() if not field.description
