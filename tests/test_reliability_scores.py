@@ -9,6 +9,7 @@ and exp of it is finite as long as that bound stays below the graph's cap.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -17,8 +18,10 @@ import pytest
 
 from app.contract import LOGIT_OUTPUT, WATCH_TIME_OUTPUT, FeatureSpec
 from app.linear import linear_logit
-from trainer.export import run_graph
+from trainer.export import ExportError, check_logit_range, run_graph
 from trainer.graph import LOGIT_CAP
+from trainer.parameters import load_network
+from trainer.reference import logit_range
 from trainer.tensors import request_tensors
 
 pytest_plugins = ["service_fixtures"]
@@ -46,20 +49,6 @@ def extreme_request(spec: FeatureSpec) -> dict[str, Any]:
         elif feature.kind == "categorical":
             context[feature.name] = "x" * 1024
     return {"context": context, "candidates": candidates}
-
-
-def logit_bounds(spec: FeatureSpec, parameters: dict[str, Any]) -> tuple[float, float]:
-    """Return the smallest and largest logit any request can produce."""
-    low = high = float(parameters["bias"])
-    grid = np.linspace(0.0, 1.0, 10_001)
-    basis = np.column_stack([grid, grid**2, np.sqrt(grid)])
-    for name, values in parameters["weights"].items():
-        weights = np.asarray(values, dtype=np.float64)
-        numeric = name in {f.name for f in spec.features if f.kind == "numeric"}
-        contributions = basis @ weights if numeric else weights
-        low += float(contributions.min())
-        high += float(contributions.max())
-    return low, high
 
 
 @pytest.fixture(scope="module")
@@ -117,21 +106,40 @@ def test_extreme_logits_equal_the_manifest_parameters(extreme_ranking, manifest,
     np.testing.assert_allclose([served[i] for i in ids], expected, rtol=1e-4, atol=1e-5)
 
 
-def test_reachable_logits_stay_below_the_graph_cap(manifest, spec):
-    low, high = logit_bounds(spec, manifest["linear"])
+@pytest.fixture(scope="module")
+def bounds(manifest: dict[str, Any]) -> tuple[float, float]:
+    return logit_range(load_network(manifest))
+
+
+def test_reachable_logits_stay_below_the_graph_cap(bounds):
+    low, high = bounds
 
     assert high < LOGIT_CAP
     assert np.isfinite(np.exp(np.float32(high)))
     assert np.exp(np.float32(low)) > 0
 
 
-def test_extreme_logits_stay_within_the_reachable_range(
-    extreme_ranking, manifest, spec
-):
+def test_extreme_logits_stay_within_the_reachable_range(extreme_ranking, bounds):
     _, ranking = extreme_ranking
-    low, high = logit_bounds(spec, manifest["linear"])
+    low, high = bounds
 
     logits = [item[LOGIT_OUTPUT] for item in ranking["items"]]
 
     assert min(logits) >= low - 1e-4
     assert max(logits) <= high + 1e-4
+
+
+def test_export_rejects_a_logit_past_the_cap(manifest):
+    network = load_network(manifest)
+    bias = network.bias + LOGIT_CAP
+
+    with pytest.raises(ExportError, match="smaller --l2"):
+        check_logit_range(replace(network, bias=bias))
+
+
+def test_export_rejects_a_logit_below_the_floor(manifest):
+    network = load_network(manifest)
+    bias = network.bias - 2 * LOGIT_CAP
+
+    with pytest.raises(ExportError, match="beyond"):
+        check_logit_range(replace(network, bias=bias))

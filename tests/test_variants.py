@@ -27,7 +27,7 @@ from trainer.outputs import (
 )
 from trainer.parameters import PARAMETERS_FILE, load_network
 from trainer.pipeline import TrainOptions, describe_data, train
-from trainer.reference import reference_outputs
+from trainer.reference import logit_range, reference_outputs
 from trainer.resample import ResampleOptions, replicate, replication_unit
 from trainer.selection import select_l2
 from trainer.tensors import log_tensors, request_tensors
@@ -59,6 +59,18 @@ def test_manifest_outputs_match_the_graph(variant_model_dirs, variant):
     declared = [o["name"] for o in read_manifest(directory)["outputs"]]
 
     assert declared == list(outputs)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_logit_range_contains_golden_logits(variant_model_dirs, variant):
+    directory = variant_model_dirs[variant]
+    network = load_network(read_manifest(directory), directory)
+    low, high = logit_range(network)
+
+    logits = run_graph(directory / "model.onnx", golden_tensors(directory))
+
+    assert low <= logits[LOGIT_OUTPUT].min()
+    assert logits[LOGIT_OUTPUT].max() <= high
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -23,15 +23,19 @@ from app.contract import (
     FeatureSpec,
 )
 from trainer.features import split_id_list
+from trainer.graph import LOGIT_CAP
 from trainer.network import Network
 from trainer.parameters import PARAMETERS_FILE
-from trainer.reference import reference_outputs
+from trainer.reference import logit_range, reference_outputs
 from trainer.tensors import Tensors, request_tensors
 
 logger = logging.getLogger(__name__)
 
 GOLDEN_REQUESTS = 3
 GOLDEN_CANDIDATES = 8
+LOGIT_FLOOR = -87.0
+"""Lowest logit whose float32 exp is still a normal number, about 1.6e-38."""
+
 PARITY_TOLERANCE = 1e-5
 """Largest relative difference allowed between the graph and the numpy model."""
 
@@ -183,6 +187,24 @@ def check_parity(
                 f"graph and numpy {name} differ by {error:.2e} relative, "
                 f"more than {PARITY_TOLERANCE:.0e}"
             )
+
+
+def check_logit_range(network: Network) -> tuple[float, float]:
+    """Return the logit's bounds, or raise ExportError when scores could tie.
+
+    Above the graph's cap the served scores all equal `exp(LOGIT_CAP)`, and
+    below `LOGIT_FLOOR` float32 `exp` loses precision on its way to 0, so a
+    model that reaches either would rank some candidates in request order.
+    """
+    low, high = logit_range(network)
+    if not (low > LOGIT_FLOOR and high < LOGIT_CAP):
+        raise ExportError(
+            f"the {network.variant} model's logit can range over [{low:.1f}, "
+            f"{high:.1f}], beyond ({LOGIT_FLOOR:.0f}, {LOGIT_CAP:.0f}) where "
+            "float32 exp keeps scores apart; train with a smaller --l2, which "
+            "penalises large weights more"
+        )
+    return low, high
 
 
 def write_model(

@@ -16,6 +16,7 @@ import pandas as pd
 from app.contract import WATCH_TIME_OUTPUT
 from trainer.evaluate import holdout_metrics
 from trainer.export import (
+    check_logit_range,
     check_model_name,
     check_version,
     check_version_is_free,
@@ -122,6 +123,8 @@ def train(log: pd.DataFrame, data: dict[str, Any], options: TrainOptions) -> Pat
     spec = fit_spec(train_log)
     fitted = fit_variant(spec, train_log, options.variant_options(), options.seed)
     network = rounded(fitted.network)
+    low, high = check_logit_range(network)
+    logger.info("logit bounds over all requests: [%.2f, %.2f]", low, high)
     model = build_graph(network)
 
     outputs = run_graph(model, log_tensors(network.spec, holdout))

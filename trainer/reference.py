@@ -65,3 +65,68 @@ def reference_watch_time(
     """Return the expected watch time per candidate, the served score."""
     network = load_network(manifest, directory)
     return reference_outputs(network, tensors)[WATCH_TIME_OUTPUT]
+
+
+def logit_range(network: Network) -> tuple[float, float]:
+    """Return bounds on the logit that any request can produce.
+
+    Every numeric input passes through its quantile CDF into [0, 1], and every
+    categorical or id-list value selects rows of a finite table, so each
+    feature's contribution to a first-layer unit has a smallest and a largest
+    value. Summing them bounds the unit; ReLU and dense layers carry the bounds
+    through by interval arithmetic. The bounds are exact for a linear model
+    without crosses and may be loose otherwise, since crosses and the hidden
+    units are bounded as if their inputs varied independently.
+    """
+    low, high = _first_layer_range(network)
+    for layer in network.layers:
+        low, high = np.maximum(low, 0.0), np.maximum(high, 0.0)
+        positive = np.maximum(layer.weights, 0.0)
+        negative = np.minimum(layer.weights, 0.0)
+        low, high = (
+            low @ positive + high @ negative + layer.bias,
+            high @ positive + low @ negative + layer.bias,
+        )
+    return float(low[0]), float(high[0])
+
+
+def _first_layer_range(network: Network) -> tuple[np.ndarray, np.ndarray]:
+    numeric = {f.name for f in network.spec.features if f.kind == "numeric"}
+    id_lists = {f.name for f in network.spec.features if f.kind == "id_list"}
+    units = len(network.bias)
+    low = network.bias.astype(np.float64).copy()
+    high = low.copy()
+
+    for name, table in network.tables.items():
+        rows = table.reshape(-1, units).astype(np.float64)
+        if name in numeric:
+            contributions = _numeric_extremes(rows)
+        elif name in id_lists:
+            # A list of padding ids only contributes nothing.
+            contributions = np.vstack([rows, np.zeros(units)])
+        else:
+            contributions = rows
+        low += contributions.min(axis=0)
+        high += contributions.max(axis=0)
+    return low, high
+
+
+def _numeric_extremes(rows: np.ndarray) -> np.ndarray:
+    """Return each unit's `[x, x², √x] @ rows` at the points where it can peak.
+
+    With x = u², the derivative `a + 2bx + c / (2√x)` vanishes where the cubic
+    `2b·u³ + a·u + c / 2` does, so the extremes on [0, 1] lie at 0, at 1 or at
+    a real root u in (0, 1) of that cubic.
+    """
+    values = []
+    for a, b, c in rows.T:
+        points = [0.0, 1.0]
+        for root in np.roots([2.0 * b, 0.0, a, c / 2.0]):
+            if abs(root.imag) < 1e-12 and 0.0 < root.real < 1.0:
+                points.append(root.real**2)
+        x = np.array(points)
+        values.append((a * x + b * x**2 + c * np.sqrt(x)).tolist())
+    width = max(len(v) for v in values)
+    # Pad with each unit's value at 0 so every column has the same length.
+    padded = [v + [v[0]] * (width - len(v)) for v in values]
+    return np.array(padded).T
