@@ -22,6 +22,7 @@ from app.batching import Batcher
 from app.body_limit import BodySizeLimitMiddleware
 from app.encoding import InputLimits
 from app.errors import ModelLoadError
+from app.memory import freeze_startup_objects
 from app.metrics import RequestMetricsMiddleware, ServiceMetrics, multiprocess_dir
 from app.model_manager import ModelManager
 from app.ranking import RankingService
@@ -116,6 +117,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             settings.batch_max_delay_ms / 1000,
             metrics.batch_rows.observe,
         )
+    if settings.gc_freeze:
+        # Frozen once only: objects of a model that a reload replaces stay
+        # frozen, and any reference cycles among them are never collected.
+        frozen = freeze_startup_objects()
+        logger.info("froze %d start-up objects out of garbage collection", frozen)
     logger.info(
         "ready to serve model %s version %s from %s",
         model.name,

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     onnxruntime_spinning: bool = False
     """Let idle intra-op threads spin for the next call: more CPU, less latency."""
 
+    gc_freeze: bool = True
+    """Exclude the objects alive after start-up from full garbage collections."""
+
     batching: bool = False
     """Merge concurrent requests into shared onnxruntime calls."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -180,6 +181,15 @@ def test_serve_logs_spinning_off_by_default(server):
     log = server.log()
 
     assert "intra-op spinning off" in log
+
+
+def test_serve_freezes_startup_objects(server):
+    log = server.log()
+
+    frozen = re.search(r"froze (\d+) start-up objects", log)
+
+    assert frozen is not None
+    assert int(frozen.group(1)) > 0
 
 
 def test_serve_logs_spinning_set_by_environment(model_repository, tmp_path):
