@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     onnxruntime_spinning: bool = False
     """Let idle intra-op threads spin for the next call: more CPU, less latency."""
 
+    malloc_trim_interval_s: float = Field(default=10.0, ge=0)
+    """Seconds between returns of free heap pages to the kernel; 0 turns it off."""
+
     gc_freeze: bool = True
     """Exclude the objects alive after start-up from full garbage collections."""
 

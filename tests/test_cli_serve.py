@@ -192,6 +192,12 @@ def test_serve_freezes_startup_objects(server):
     assert int(frozen.group(1)) > 0
 
 
+def test_serve_trims_the_heap_periodically(server):
+    log = server.log()
+
+    assert "returning free heap pages every 10 s" in log
+
+
 def test_serve_logs_spinning_set_by_environment(model_repository, tmp_path):
     variables = {
         "WATCHTIME_INTRA_OP_THREADS": "2",

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -32,6 +33,8 @@ from trainer.resample import ResampleOptions, replicate, replication_unit
 from trainer.selection import select_l2
 from trainer.tensors import log_tensors, request_tensors
 from trainer.variants import VariantOptions, fit_variant
+
+from service_helpers import run_server
 
 
 def read_manifest(directory: Path) -> dict:
@@ -326,3 +329,21 @@ def test_cli_rejects_an_unknown_variant(tmp_path, capsys):
         main(["train", "--log", str(tmp_path / "log.csv"), "--variant", "tobit"])
 
     assert "tobit" in capsys.readouterr().err
+
+
+def test_server_serves_click_probability(variant_model_dirs, tmp_path):
+    directory = variant_model_dirs[WEIGHTED_CLICK]
+    request = read_manifest(directory)["golden"][0]["request"]
+
+    with run_server(directory.parents[1], tmp_path / "server.log") as server:
+        response = httpx.post(server.base_url + "/v1/rank", json=request, timeout=30)
+    items = response.json()["items"]
+    scores = [item[WATCH_TIME_OUTPUT] for item in items]
+
+    assert response.status_code == 200
+    assert len(items) == len(request["candidates"])
+    assert scores == sorted(scores, reverse=True)
+    for item in items:
+        assert 0 < item[CLICK_PROBABILITY_OUTPUT] < 1
+        corrected = np.exp(item[LOGIT_OUTPUT]) * (1 - item[CLICK_PROBABILITY_OUTPUT])
+        assert item[WATCH_TIME_OUTPUT] == pytest.approx(corrected, rel=1e-5)
