@@ -163,7 +163,12 @@ async def watch_repository(models: ModelManager, interval_s: float) -> None:
         await anyio.sleep(tick_s)
         due = interval_s > 0 and time.monotonic() >= next_poll
         if models.poll_generation() or due:
-            await anyio.to_thread.run_sync(models.reload)
+            try:
+                await anyio.to_thread.run_sync(models.reload)
+            except Exception:
+                # The model manager rejects bad versions itself; anything
+                # else it raises must not end polling for the worker's life.
+                logger.exception("model reload failed; polling continues")
             next_poll = time.monotonic() + interval_s
 
 

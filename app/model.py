@@ -141,8 +141,13 @@ def locate_model(
             "or --model-repository to a directory that contains <name>/<version>/"
         )
 
-    model_directory = _model_directory(repository, name)
-    versions = _versions(model_directory)
+    try:
+        model_directory = _model_directory(repository, name)
+        versions = _versions(model_directory)
+    except OSError as error:
+        raise ModelLoadError(
+            f"model repository {repository} cannot be read: {error}"
+        ) from None
     chosen = max(versions) if version is None else version
     if chosen not in versions:
         raise ModelLoadError(
@@ -203,6 +208,30 @@ def load_model(
     only to sessions with more than one intra-op thread.
     """
     started = time.perf_counter()
+    try:
+        model = _load_checked(location, intra_op_threads, spinning)
+    except ModelLoadError:
+        raise
+    except Exception as error:
+        # A candidate version must never take the server down: whatever
+        # its files make the checks raise, onnxruntime's errors included,
+        # rejects that version.
+        raise ModelLoadError(
+            f"{location.directory} failed its checks: {type(error).__name__}: {error}"
+        ) from error
+    logger.info(
+        "loaded model %s version %s from %s in %.3f s",
+        model.name,
+        model.version,
+        location.directory,
+        time.perf_counter() - started,
+    )
+    return model
+
+
+def _load_checked(
+    location: ModelLocation, intra_op_threads: int, spinning: bool
+) -> RankingModel:
     manifest = read_manifest(location.manifest_path)
     spec = _parse_spec(location.manifest_path, manifest)
     _check_onnx(location.graph_path)
@@ -213,13 +242,6 @@ def load_model(
     model = _build_model(location, manifest, spec, session)
     _replay_golden(location.manifest_path, model)
     _warn_about_renamed_copy(location, manifest)
-    logger.info(
-        "loaded model %s version %s from %s in %.3f s",
-        model.name,
-        model.version,
-        location.directory,
-        time.perf_counter() - started,
-    )
     return model
 
 
@@ -258,6 +280,10 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise ModelLoadError(f"{path} cannot be read: {error}") from None
     except json.JSONDecodeError as error:
         raise ModelLoadError(f"{path} is not valid JSON: {error}") from None
+    except (ValueError, RecursionError) as error:
+        # json raises these for integers of more than 4300 digits and for
+        # nesting deeper than the interpreter's recursion limit.
+        raise ModelLoadError(f"{path} cannot be parsed: {error}") from None
 
     if not isinstance(manifest, dict):
         raise ModelLoadError(f"{path} must contain a JSON object")

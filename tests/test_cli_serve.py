@@ -74,6 +74,22 @@ def test_serve_with_corrupted_manifest_names_file(repository_copy):
     assert "not valid JSON" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "text",
+    ['{"junk": ' + "1" * 5000 + "}", '{"junk": ' + "[" * 100_000 + "]" * 100_000 + "}"],
+    ids=["huge-integer", "deep-nesting"],
+)
+def test_serve_with_unparsable_manifest_names_file(repository_copy, text):
+    manifest_path = repository_copy / "watchtime" / "1" / "manifest.json"
+    manifest_path.write_text(text, encoding="utf-8")
+
+    result = serve(repository_copy)
+
+    assert result.returncode == EXIT_USAGE
+    assert f"{manifest_path} cannot be parsed" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_serve_without_manifest_names_file(repository_copy):
     manifest_path = repository_copy / "watchtime" / "1" / "manifest.json"
     manifest_path.unlink()

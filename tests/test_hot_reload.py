@@ -111,6 +111,33 @@ def test_polling_rejects_a_truncated_graph(repository, model_dir, tmp_path):
         assert "rejected model update" in server.log()
 
 
+def add_huge_integer(directory: Path) -> None:
+    # json.loads raises ValueError for integers of more than 4300 digits.
+    manifest = directory / "manifest.json"
+    text = manifest.read_text(encoding="utf-8")
+    manifest.write_text('{"junk": ' + "1" * 5000 + ", " + text[1:], encoding="utf-8")
+
+
+def test_polling_survives_an_unparsable_manifest(
+    repository, model_dir, second_model, tmp_path
+):
+    with run_server(repository, tmp_path / "log", "--reload-interval", "0.2") as server:
+        add_version(repository, model_dir, 2, add_huge_integer)
+
+        def rejected() -> bool:
+            samples = scrape_server(server)
+            return (
+                sample(samples, "watchtime_model_reloads_total", result="rejected") > 0
+            )
+
+        wait_for(rejected, "a rejected reload")
+        shutil.rmtree(repository / "watchtime" / "2")
+        add_version(repository, second_model, 3)
+        wait_for(lambda: served_version(server) == 3, "version 3")
+
+        assert "cannot be parsed" in server.log()
+
+
 def test_admin_reload_is_off_without_token(repository, tmp_path):
     with run_server(repository, tmp_path / "log") as server:
         response = reload(server)

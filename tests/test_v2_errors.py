@@ -336,6 +336,19 @@ def test_invalid_json_is_400(client):
     assert "the request's JSON object is invalid" in error_message(response)
 
 
+def test_integer_of_5000_digits_is_400(client):
+    body = (
+        b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": ['
+        + (b"9" * 5000)
+        + b"]}]}"
+    )
+
+    response = client.post(INFER_PATH, content=body)
+
+    assert response.status_code == 400
+    assert "cannot be read" in error_message(response)
+
+
 def test_json_array_body_is_400(client):
     response = client.post(INFER_PATH, content=b"[]")
 

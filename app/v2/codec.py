@@ -170,6 +170,13 @@ def _parse_json(text: bytes, whole_body: bool) -> dict[str, Any]:
             "the request's JSON object is nested too deeply: send tensor data "
             "flat, in row-major order"
         ) from None
+    except ValueError as error:
+        # json raises a plain ValueError for an integer of more than 4300
+        # digits, which no tensor datatype can hold anyway.
+        raise InvalidInferenceRequest(
+            f"the request's JSON object contains a number that cannot be read: "
+            f"{error}; send numbers that fit the tensor's datatype"
+        ) from None
 
     if not isinstance(document, dict):
         raise InvalidInferenceRequest(
