@@ -12,11 +12,17 @@ import pytest
 
 from app.contract import LOGIT_OUTPUT, WATCH_TIME_OUTPUT, FeatureSpec
 from app.model import load_model, locate_model
-from trainer.cli import build_parser, hidden_layers, main
+from trainer.cli import build_parser, fit_options, hidden_layers, main
 from trainer.design import design_matrix
 from trainer.export import run_graph
 from trainer.features import fit_spec
-from trainer.fit import FitOptions, fit_weighted_lr, weighted_loss
+from trainer.fit import (
+    DEFAULT_L2,
+    POISSON_DEFAULT_L2,
+    FitOptions,
+    fit_weighted_lr,
+    weighted_loss,
+)
 from trainer.logs import write_log
 from trainer.mlp import NetworkOptions, network_spec
 from trainer.outputs import (
@@ -347,3 +353,17 @@ def test_server_serves_click_probability(variant_model_dirs, tmp_path):
         assert 0 < item[CLICK_PROBABILITY_OUTPUT] < 1
         corrected = np.exp(item[LOGIT_OUTPUT]) * (1 - item[CLICK_PROBABILITY_OUTPUT])
         assert item[WATCH_TIME_OUTPUT] == pytest.approx(corrected, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["--variant", "poisson"], POISSON_DEFAULT_L2),
+        (["--variant", "weighted"], DEFAULT_L2),
+        (["--variant", "poisson", "--l2", "0.5"], 0.5),
+    ],
+)
+def test_train_l2_defaults_per_variant(arguments, expected):
+    args = build_parser().parse_args(["train", "--log", "log.csv", *arguments])
+
+    assert fit_options(args).l2 == expected

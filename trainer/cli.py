@@ -25,11 +25,11 @@ from app.model import (
 from trainer.compare import CLICK_RATES, DEPTHS, CompareOptions, run_comparison
 from trainer.evaluate import holdout_metrics
 from trainer.export import ExportError, check_model_name
-from trainer.fit import FitOptions
+from trainer.fit import DEFAULT_L2, POISSON_DEFAULT_L2, FitOptions
 from trainer.kuairand import load_kuairand
 from trainer.logs import read_log, write_log
 from trainer.mlp import NetworkOptions
-from trainer.outputs import VARIANTS, WEIGHTED
+from trainer.outputs import POISSON, VARIANTS, WEIGHTED
 from trainer.pipeline import TrainOptions, describe_data, free_version, train
 from trainer.resample import ResampleOptions
 from trainer.selection import L2_GRID
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=WEIGHTED,
         help="training variant (default: weighted); docs/training.md compares them",
     )
-    _add_fit_options(fit)
+    _addfit_options(fit)
     fit.add_argument(
         "--l2-grid",
         type=l2_list,
@@ -123,12 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_fit_options(parser: argparse.ArgumentParser) -> None:
+def _addfit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--l2",
         type=positive_number,
-        default=0.1,
-        help="inverse L2 strength, scikit-learn C, greater than 0",
+        default=None,
+        help=f"inverse L2 strength, scikit-learn C, greater than 0 (default: "
+        f"{POISSON_DEFAULT_L2} for poisson, {DEFAULT_L2} for the other variants)",
     )
     parser.add_argument(
         "--max-iter", type=int, default=500, help="L-BFGS iteration limit"
@@ -193,7 +194,7 @@ def _add_compare_parser(commands: argparse._SubParsersAction) -> None:
         help="candidate --l2 values of the linear models, chosen by validation "
         f"loss; none uses --l2 (default: {','.join(map(str, L2_GRID))})",
     )
-    _add_fit_options(compare)
+    _addfit_options(compare)
 
 
 def hidden_layers(text: str) -> tuple[int, ...]:
@@ -350,7 +351,7 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         holdout_fraction=args.holdout_fraction,
         variant=args.variant,
-        fit=_fit_options(args),
+        fit=fit_options(args),
         resample=_resample_options(args),
         network=NetworkOptions(hidden=args.hidden, max_epochs=args.max_epochs),
     )
@@ -378,8 +379,19 @@ def _read_training_log(args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str
     return log, describe_data(log, "kuairand", [*logs, users, videos])
 
 
-def _fit_options(args: argparse.Namespace) -> FitOptions:
-    return FitOptions(l2=args.l2, max_iter=args.max_iter, l2_grid=args.l2_grid)
+def fit_options(args: argparse.Namespace) -> FitOptions:
+    """Return the fit options of the command line, with the variant's default `l2`."""
+    return FitOptions(
+        l2=default_l2(args) if args.l2 is None else args.l2,
+        max_iter=args.max_iter,
+        l2_grid=args.l2_grid,
+    )
+
+
+def default_l2(args: argparse.Namespace) -> float:
+    """Return the `l2` of the trained variant when the command line sets none."""
+    variant = getattr(args, "variant", None)
+    return POISSON_DEFAULT_L2 if variant == POISSON else DEFAULT_L2
 
 
 def _resample_options(args: argparse.Namespace) -> ResampleOptions:
@@ -424,7 +436,7 @@ def _compare(args: argparse.Namespace) -> int:
         click_rates=args.click_rates,
         variants=args.variants,
         depths=tuple(args.hidden) if args.hidden else DEPTHS,
-        fit=_fit_options(args),
+        fit=fit_options(args),
         resample=_resample_options(args),
         network=NetworkOptions(max_epochs=args.max_epochs),
     )

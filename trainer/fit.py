@@ -29,11 +29,24 @@ logger = logging.getLogger(__name__)
 LOGISTIC_SOLVER = "scikit-learn LogisticRegression(solver='lbfgs')"
 
 
+DEFAULT_L2 = 0.1
+"""`l2` of the logistic models when none is given, chosen at a 5% click rate."""
+
+POISSON_DEFAULT_L2 = 0.003
+"""`l2` of the Poisson regression when none is given.
+
+The comparison chose it at a 5% click rate on 200,000 impressions. At the
+logistic default of 0.1 the Poisson fit shrinks its weights far more: on the
+first 20,000 impressions of the bundled model's log its holdout xAUC fell
+from 0.762 to 0.717.
+"""
+
+
 @dataclass(frozen=True)
 class FitOptions:
     """Hyperparameters of the linear fit."""
 
-    l2: float = 0.1
+    l2: float = DEFAULT_L2
     """Inverse L2 strength, scikit-learn's `C`; the penalty is ||W||² / (2C)."""
     max_iter: int = 500
     """L-BFGS iteration limit."""
