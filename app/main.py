@@ -35,9 +35,11 @@ from app.shutdown import ShutdownState, watch_stop_signals
 
 DESCRIPTION = (
     "Online ranking stage of a video recommender. `POST /v1/rank` scores a "
-    "user's candidate videos with a weighted logistic regression, whose odds "
-    "exp(Wx + b) estimate the expected watch time, and returns them sorted "
-    "by it. `GET /v1/model` lists the features that a request can send."
+    "user's candidate videos by their expected watch time, exp(logit) of the "
+    "served model (the odds of a weighted logistic regression, or a Poisson "
+    "regression of watch time, as the model's variant says), and returns "
+    "them sorted by it. `GET /v1/model` lists the features that a request "
+    "can send and the variant."
 )
 
 RELOAD_TICK_S = 1.0

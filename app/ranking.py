@@ -110,6 +110,10 @@ class RankingService:
         self._check_candidates(request.candidates)
         self.metrics.candidates_per_request.observe(len(request.candidates))
         if not request.candidates:
+            # The context is still checked, so a client that sends a bad
+            # value learns it on every request, not only on full ones.
+            with self._stage("features"):
+                model.encoder.encode([request], self.limits)
             return []
 
         outputs = self._score(model, request)

@@ -116,9 +116,13 @@ class RankedItem(BaseModel):
     id: CandidateId
     rank: int = Field(description="Position in the ranking, starting at 1.")
     expected_watch_time_s: float = Field(
-        description="exp(logit), the expected watch time in seconds."
+        description="Expected watch time in seconds, by which items are ranked: "
+        "exp(logit), or exp(logit) * (1 - click_probability) with a click head."
     )
-    logit: float = Field(description="Wx + b of the weighted logistic regression.")
+    logit: float = Field(
+        description="The model's logit: Wx + b of a linear model, or the output "
+        "of a network's last layer."
+    )
     click_probability: float | None = Field(
         default=None,
         description="Click probability, sent only by models with a click head; "

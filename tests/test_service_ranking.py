@@ -127,6 +127,15 @@ def test_rank_with_empty_candidates_returns_no_items(client):
     assert ranking["items"] == []
 
 
+def test_rank_with_empty_candidates_checks_context(client):
+    body = {"context": {"country": True}, "candidates": []}
+
+    response = client.post("/v1/rank", json=body)
+
+    assert response.status_code == 422
+    assert "context.country" in response.json()["error"]["message"]
+
+
 def test_rank_echoes_request_id(client, golden_request):
     body = {**golden_request, "request_id": "feed-42"}
 

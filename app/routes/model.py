@@ -21,7 +21,8 @@ from app.schemas import (
 router = APIRouter(tags=["model"])
 
 OUTPUT_DESCRIPTIONS = {
-    LOGIT_OUTPUT: "Wx + b of the weighted logistic regression.",
+    LOGIT_OUTPUT: "The model's logit: Wx + b of a linear model, or the output "
+    "of a network's last layer.",
     WATCH_TIME_OUTPUT: "Expected watch time in seconds, by which items are ranked: "
     "exp(logit), or exp(logit) * (1 - click_probability) with a click head.",
     CLICK_PROBABILITY_OUTPUT: "Probability that the candidate is clicked.",
