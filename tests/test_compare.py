@@ -166,3 +166,20 @@ def test_compare_rejects_click_rate_one():
 def test_compare_rejects_unknown_variant():
     with pytest.raises(ValueError, match="tobit"):
         CompareOptions(variants=("weighted", "tobit"))
+
+
+def test_compare_rejects_too_few_rows():
+    with pytest.raises(ValueError, match="--rows 10 is too few"):
+        CompareOptions(rows=10)
+
+
+def test_compare_rejects_repeated_variant():
+    with pytest.raises(ValueError, match="more than once"):
+        CompareOptions(variants=("weighted", "weighted"))
+
+
+def test_compare_cli_reports_too_few_rows(tmp_path, capsys):
+    status = main(["compare", "--out", str(tmp_path), "--rows", "10"])
+
+    assert status == 2
+    assert "--rows 10 is too few" in capsys.readouterr().err

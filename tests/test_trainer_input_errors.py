@@ -74,6 +74,9 @@ def train(capsys, log: Path, repository: Path, *options: str) -> tuple[int, str]
         ({"watch_time_s": np.nan}, "'watch_time_s' has no value in data row 3"),
         ({"video_age_days": np.inf}, "'video_age_days' has inf in data row 3"),
         ({"video_duration_s": np.nan}, "'video_duration_s' has no value in data row 3"),
+        ({"video_duration_s": 1e300}, "'video_duration_s' has 1e+300 in data row 3"),
+        ({"watch_time_s": 1e300}, "'watch_time_s' has 1e+300 in data row 3"),
+        ({"previous_impressions": 1e30}, "'previous_impressions' cannot be read"),
         (
             {"clicked": 0, "watch_time_s": 12.0},
             "'watch_time_s' has 12.0 in data row 3; expected 0 on rows with clicked 0",

@@ -87,6 +87,11 @@ RESAMPLED_FIELDS: tuple[str, ...] = (
 """Fields that only `resampled` rows have, averaged over seeds like METRICS."""
 
 
+MIN_ROWS = 2000
+"""Fewest impressions per log: at a 2% click rate about 40 clicks, split over
+training and holdout pages."""
+
+
 @dataclass(frozen=True)
 class CompareOptions:
     """Sizes, seeds, click rates and variants of a comparison."""
@@ -117,6 +122,17 @@ class CompareOptions:
         for rate in self.click_rates:
             if not 0.0 < rate < 1.0:
                 raise ValueError(f"click rate {rate} is outside (0, 1); use e.g. 0.45")
+        if self.rows < MIN_ROWS:
+            raise ValueError(
+                f"--rows {self.rows} is too few to train and evaluate every "
+                f"variant; use at least {MIN_ROWS}"
+            )
+        duplicates = sorted({v for v in self.variants if self.variants.count(v) > 1})
+        if duplicates:
+            raise ValueError(
+                f"variants {duplicates} are listed more than once; name each once, "
+                "and use --seeds for repeated runs"
+            )
         if WEIGHTED_MLP in self.variants and not self.depths:
             raise ValueError(
                 "weighted-mlp needs at least one hidden layer configuration; "

@@ -159,6 +159,11 @@ def conform_log(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     return log
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_EXPECTED = f"a finite number of magnitude at most {FLOAT32_MAX:.3g}"
+INT64_LIMIT = 2.0**63
+
+
 def check_log_values(log: pd.DataFrame, source: str) -> None:
     """Raise ValueError at the first invalid label or numeric feature.
 
@@ -167,14 +172,18 @@ def check_log_values(log: pd.DataFrame, source: str) -> None:
     The message names the column, the first invalid data row and its value.
     """
     for name in FEATURE_FLOAT_COLUMNS:
-        _require(log, name, np.isfinite(log[name]), "a finite number", source)
+        # The graph reads numeric features as float32, so larger values
+        # would turn into infinity there.
+        in_range = np.isfinite(log[name]) & (log[name].abs() <= FLOAT32_MAX)
+        _require(log, name, in_range, FLOAT32_EXPECTED, source)
 
     clicked = log["clicked"]
     _require(log, "clicked", clicked.isin((0, 1)), "0 or 1", source)
 
     watch_time = log["watch_time_s"]
-    seconds = np.isfinite(watch_time) & (watch_time >= 0)
-    _require(log, "watch_time_s", seconds, "a number of seconds >= 0", source)
+    seconds = np.isfinite(watch_time) & (watch_time >= 0) & (watch_time <= FLOAT32_MAX)
+    expected_seconds = f"a number of seconds from 0 to {FLOAT32_MAX:.3g}"
+    _require(log, "watch_time_s", seconds, expected_seconds, source)
     _require(
         log,
         "watch_time_s",
@@ -209,8 +218,10 @@ def _cast_column(column: pd.Series, name: str, source: str) -> pd.Series:
     invalid = values.isna() & column.notna()
     expected = "a number"
     if DTYPES[name] == "int64":
-        invalid |= ~np.isfinite(values) | (values != np.round(values))
-        expected = "a whole number"
+        # Beyond 2**63 the cast to int64 would wrap around silently.
+        whole = np.isfinite(values) & (values == np.round(values))
+        invalid |= ~(whole & (values.abs() < INT64_LIMIT))
+        expected = f"a whole number of magnitude below {INT64_LIMIT:.3g}"
     if invalid.any():
         row = int(np.argmax(invalid.to_numpy()))
         raise ValueError(
