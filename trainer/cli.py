@@ -441,7 +441,7 @@ def _compare(args: argparse.Namespace) -> int:
         network=NetworkOptions(max_epochs=args.max_epochs),
     )
     runs, truths = run_comparison(options)
-    command = shlex.join(["python", "-m", "trainer", *args.arguments])
+    command = shlex.join(["watchtime", *args.arguments])
     write_report(args.out, options, runs, truths, command)
     print(args.out)
     return 0
