@@ -76,6 +76,7 @@ class ModelManager:
         self._current: RankingModel | None = None
         self._current_fingerprint: Fingerprint | None = None
         self._rejected: dict[Path, Fingerprint] = {}
+        self._repository_error: str | None = None
         self._reload_lock = threading.Lock()
         # Held while this worker bumps the generation, so its own watcher
         # never sees the bump before it is recorded as seen.
@@ -103,7 +104,14 @@ class ModelManager:
         try:
             location = self._locate()
         except ModelLoadError as error:
-            return self._reject(None, None, str(error))
+            reason = str(error)
+            if reason == self._repository_error:
+                # Logged and counted once, so a repository that stays broken
+                # does not count a rejection at every poll.
+                return ReloadResult("rejected", None, None, reason)
+            self._repository_error = reason
+            return self._reject(None, None, reason)
+        self._repository_error = None
 
         stamp = fingerprint(location)
         if self._is_current(location, stamp):

@@ -254,3 +254,21 @@ def test_each_response_is_scored_by_the_version_it_names(
         }
         for candidate_id, score in served.items():
             np.testing.assert_allclose(score, scores[candidate_id], rtol=1e-5)
+
+
+def test_broken_repository_is_counted_once(repository, model_dir, tmp_path):
+    with run_server(repository, tmp_path / "log", "--reload-interval", "0.2") as server:
+        shutil.rmtree(repository / "watchtime")
+
+        def rejections() -> float:
+            samples = scrape_server(server)
+            return sample(samples, "watchtime_model_reloads_total", result="rejected")
+
+        wait_for(lambda: rejections() > 0, "a rejected reload")
+        time.sleep(1.0)
+        counted = rejections()
+        (repository / "watchtime").mkdir()
+        add_version(repository, model_dir, 2)
+        wait_for(lambda: served_version(server) == 2, "version 2")
+
+    assert counted == 1
