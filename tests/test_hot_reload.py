@@ -80,6 +80,11 @@ def scrape_server(server: RunningServer) -> dict:
         return scrape(client)
 
 
+def rejected_reloads(server: RunningServer) -> float:
+    samples = scrape_server(server)
+    return sample(samples, "watchtime_model_reloads_total", result="rejected")
+
+
 def served_version(server: RunningServer) -> int:
     return httpx.get(server.base_url + "/v1/model", timeout=5).json()["version"]
 
@@ -100,13 +105,7 @@ def test_polling_rejects_a_truncated_graph(repository, model_dir, tmp_path):
     with run_server(repository, tmp_path / "log", "--reload-interval", "0.2") as server:
         add_version(repository, model_dir, 2, truncate_graph)
 
-        def rejected() -> bool:
-            samples = scrape_server(server)
-            return (
-                sample(samples, "watchtime_model_reloads_total", result="rejected") > 0
-            )
-
-        wait_for(rejected, "a rejected reload")
+        wait_for(lambda: rejected_reloads(server) > 0, "a rejected reload")
         assert served_version(server) == 1
         assert "rejected model update" in server.log()
 
@@ -124,13 +123,7 @@ def test_polling_survives_an_unparsable_manifest(
     with run_server(repository, tmp_path / "log", "--reload-interval", "0.2") as server:
         add_version(repository, model_dir, 2, add_huge_integer)
 
-        def rejected() -> bool:
-            samples = scrape_server(server)
-            return (
-                sample(samples, "watchtime_model_reloads_total", result="rejected") > 0
-            )
-
-        wait_for(rejected, "a rejected reload")
+        wait_for(lambda: rejected_reloads(server) > 0, "a rejected reload")
         shutil.rmtree(repository / "watchtime" / "2")
         add_version(repository, second_model, 3)
         wait_for(lambda: served_version(server) == 3, "version 3")
@@ -260,13 +253,9 @@ def test_broken_repository_is_counted_once(repository, model_dir, tmp_path):
     with run_server(repository, tmp_path / "log", "--reload-interval", "0.2") as server:
         shutil.rmtree(repository / "watchtime")
 
-        def rejections() -> float:
-            samples = scrape_server(server)
-            return sample(samples, "watchtime_model_reloads_total", result="rejected")
-
-        wait_for(lambda: rejections() > 0, "a rejected reload")
+        wait_for(lambda: rejected_reloads(server) > 0, "a rejected reload")
         time.sleep(1.0)
-        counted = rejections()
+        counted = rejected_reloads(server)
         (repository / "watchtime").mkdir()
         add_version(repository, model_dir, 2)
         wait_for(lambda: served_version(server) == 2, "version 2")

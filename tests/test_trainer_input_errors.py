@@ -102,24 +102,19 @@ def test_train_error_is_one_line(capsys, tmp_path, small_log):
     assert stderr.startswith("watchtime train: ")
 
 
-def test_train_rejects_header_only_log(capsys, tmp_path, small_log):
-    path = tmp_path / "header.csv"
-    small_log.head(0).to_csv(path, index=False)
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [(0, "the log has no rows"), (1, "needs at least 2 pages")],
+    ids=["header-only", "one-row"],
+)
+def test_train_rejects_tiny_log(capsys, tmp_path, small_log, rows, message):
+    path = tmp_path / "tiny.csv"
+    small_log.head(rows).to_csv(path, index=False)
 
     code, stderr = train(capsys, path, tmp_path / "models")
 
     assert code == EXIT_USAGE
-    assert "the log has no rows" in stderr
-
-
-def test_train_rejects_one_row_log(capsys, tmp_path, small_log):
-    path = tmp_path / "one.csv"
-    small_log.head(1).to_csv(path, index=False)
-
-    code, stderr = train(capsys, path, tmp_path / "models")
-
-    assert code == EXIT_USAGE
-    assert "needs at least 2 pages" in stderr
+    assert message in stderr
 
 
 def test_train_rejects_log_without_watched_clicks(capsys, tmp_path, small_log):
