@@ -75,7 +75,7 @@ class ModelManager:
         self._runtime_dir = runtime_dir
         self._current: RankingModel | None = None
         self._current_fingerprint: Fingerprint | None = None
-        self._rejected: dict[Path, Fingerprint] = {}
+        self._rejected: dict[Path, tuple[Fingerprint, str]] = {}
         self._repository_error: str | None = None
         self._reload_lock = threading.Lock()
         # Held while this worker bumps the generation, so its own watcher
@@ -116,10 +116,11 @@ class ModelManager:
         stamp = fingerprint(location)
         if self._is_current(location, stamp):
             return self._result("unchanged")
-        if self._rejected.get(location.directory) == stamp:
-            return ReloadResult(
-                "rejected", location.name, location.version, "unchanged"
-            )
+        rejected = self._rejected.get(location.directory)
+        if rejected is not None and rejected[0] == stamp:
+            # Already logged and counted; the files have not changed since.
+            reason = f"unchanged since it was rejected: {rejected[1]}"
+            return ReloadResult("rejected", location.name, location.version, reason)
 
         try:
             model = self._load(location)
@@ -187,7 +188,7 @@ class ModelManager:
         self, location: ModelLocation | None, stamp: Fingerprint | None, reason: str
     ) -> ReloadResult:
         if location is not None and stamp is not None:
-            self._rejected[location.directory] = stamp
+            self._rejected[location.directory] = (stamp, reason)
         self._metrics.model_reloads.labels("rejected").inc()
         current = self._current
         logger.error(

@@ -170,10 +170,14 @@ def test_admin_reload_rejects_a_golden_mismatch(repository, model_dir, tmp_path)
         text = manifest.read_text()
         manifest.write_text(text.replace('"logit": [', '"logit": [1e6, ', 1))
         response = reload(server)
+        repeated = reload(server)
         version_after = served_version(server)
 
     assert response.status_code == 422
     assert "golden" in response.json()["error"]["message"]
+    assert repeated.status_code == 422
+    assert "unchanged since it was rejected" in repeated.json()["error"]["message"]
+    assert "golden" in repeated.json()["error"]["message"]
     assert version_after == 1
 
 
