@@ -175,6 +175,9 @@ def test_trainer_process_prints_one_line(tmp_path):
         ("--name", "../x", "invalid model name '../x'; use letters, digits"),
         ("--name", ".hidden", "invalid model name '.hidden'"),
         ("--name", "a/b", "invalid model name 'a/b'"),
+        ("--max-iter", "0", "argument --max-iter: invalid value '0'; use a whole"),
+        ("--max-iter", "-1", "argument --max-iter: invalid value '-1'"),
+        ("--max-epochs", "0", "argument --max-epochs: invalid value '0'"),
     ],
 )
 def test_train_explains_valid_range(capsys, log_path, option, value, message):

@@ -132,11 +132,11 @@ def _addfit_options(parser: argparse.ArgumentParser) -> None:
         f"{POISSON_DEFAULT_L2} for poisson, {DEFAULT_L2} for the other variants)",
     )
     parser.add_argument(
-        "--max-iter", type=int, default=500, help="L-BFGS iteration limit"
+        "--max-iter", type=positive_count, default=500, help="L-BFGS iteration limit"
     )
     parser.add_argument(
         "--resample-max-rows",
-        type=int,
+        type=positive_count,
         default=ResampleOptions().max_rows,
         help="resampled: largest replicated log, which sets the unit",
     )
@@ -148,7 +148,7 @@ def _addfit_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-epochs",
-        type=int,
+        type=positive_count,
         default=NetworkOptions().max_epochs,
         help="weighted-mlp: largest number of Adam epochs",
     )
@@ -242,6 +242,19 @@ def positive_number(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(
             f"invalid value {text!r}; use a number greater than 0, e.g. 0.1"
+        )
+    return value
+
+
+def positive_count(text: str) -> int:
+    """Parse a whole number of 1 or more, such as an iteration limit."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}; use a whole number of 1 or more"
         )
     return value
 
