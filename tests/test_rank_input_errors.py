@@ -63,6 +63,16 @@ def test_rank_rejects_a_body_not_declared_as_json(client, content_type):
     assert "Content-Type: application/json" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("charset", ["utf-16", "latin-1"])
+def test_rank_rejects_json_in_another_charset(client, charset):
+    content_type = f"application/json; charset={charset}"
+
+    response = post_raw(client, json.dumps(ONE_CANDIDATE), content_type)
+
+    assert response.status_code == 415
+    assert "UTF-8 JSON" in response.json()["error"]["message"]
+
+
 def test_rank_accepts_json_with_a_charset(client):
     response = post_raw(
         client, json.dumps(ONE_CANDIDATE), "application/json; charset=utf-8"

@@ -53,18 +53,37 @@ REQUEST_BODY_SCHEMA = {
 
 
 def check_json_content_type(content_type: str | None) -> None:
-    """Raise UnsupportedMediaType unless the body is declared as JSON."""
-    media_type = (content_type or "").partition(";")[0].strip().lower()
-    if media_type == "application/json" or (
+    """Raise UnsupportedMediaType unless the body is declared as UTF-8 JSON."""
+    media_type, _, parameters = (content_type or "").partition(";")
+    media_type = media_type.strip().lower()
+    is_json = media_type == "application/json" or (
         media_type.startswith("application/") and media_type.endswith("+json")
-    ):
+    )
+    if is_json and _charset(parameters) in ("", "utf-8", "utf8"):
         return
+    if is_json:
+        # JSON exchanged between systems must be UTF-8 (RFC 8259, section
+        # 8.1), and the decoder reads nothing else.
+        raise UnsupportedMediaType(
+            f"the Content-Type is {content_type}; send the body as UTF-8 JSON, "
+            "with the header Content-Type: application/json",
+            field="Content-Type",
+            value=content_type,
+        )
     raise UnsupportedMediaType(
         f"the Content-Type is {content_type or 'missing'}; send the body as JSON "
         "with the header Content-Type: application/json",
         field="Content-Type",
         value=content_type,
     )
+
+
+def _charset(parameters: str) -> str:
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return ""
 
 
 @router.post(
