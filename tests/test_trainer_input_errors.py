@@ -77,6 +77,7 @@ def train(capsys, log: Path, repository: Path, *options: str) -> tuple[int, str]
         ({"video_duration_s": 1e300}, "'video_duration_s' has 1e+300 in data row 3"),
         ({"watch_time_s": 1e300}, "'watch_time_s' has 1e+300 in data row 3"),
         ({"previous_impressions": 1e30}, "'previous_impressions' cannot be read"),
+        ({"video_id": ""}, "column 'video_id' has 1 missing values"),
         (
             {"clicked": 0, "watch_time_s": 12.0},
             "'watch_time_s' has 12.0 in data row 3; expected 0 on rows with clicked 0",
@@ -126,6 +127,16 @@ def test_train_rejects_log_without_watched_clicks(capsys, tmp_path, small_log):
 
     assert code == EXIT_USAGE
     assert "no click with watch_time_s > 0" in stderr
+
+
+def test_train_rejects_log_that_is_not_text(capsys, tmp_path):
+    path = tmp_path / "binary.csv"
+    path.write_bytes(b"\xff\xfe\x00\x01" * 64)
+
+    code, stderr = train(capsys, path, tmp_path / "models")
+
+    assert code == EXIT_USAGE
+    assert f"log {path} is not UTF-8 text" in stderr
 
 
 def test_train_rejects_empty_file(capsys, tmp_path):

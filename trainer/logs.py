@@ -98,6 +98,8 @@ def read_log(path: str | os.PathLike[str]) -> pd.DataFrame:
             f"log {path} is empty; a log starts with a header line naming "
             f"the columns {list(REQUIRED_COLUMNS)}"
         ) from None
+    except UnicodeDecodeError as error:
+        raise _not_text(path, error) from None
     missing = [name for name in REQUIRED_COLUMNS if name not in header]
     if missing:
         raise ValueError(
@@ -108,13 +110,23 @@ def read_log(path: str | os.PathLike[str]) -> pd.DataFrame:
     # Empty fields stay "" in string columns (an empty `recent_video_ids` is a
     # user without history), and become NaN only in numeric columns.
     numeric_columns = [name for name in header if name not in STRING_COLUMNS]
-    frame = pd.read_csv(
-        path,
-        dtype={name: str for name in STRING_COLUMNS},
-        keep_default_na=False,
-        na_values={name: [""] for name in numeric_columns},
-    )
+    try:
+        frame = pd.read_csv(
+            path,
+            dtype={name: str for name in STRING_COLUMNS},
+            keep_default_na=False,
+            na_values={name: [""] for name in numeric_columns},
+        )
+    except UnicodeDecodeError as error:
+        raise _not_text(path, error) from None
     return conform_log(frame, source=str(path))
+
+
+def _not_text(path: str | os.PathLike[str], error: UnicodeDecodeError) -> ValueError:
+    return ValueError(
+        f"log {path} is not UTF-8 text: byte {error.start} cannot be decoded; "
+        "write the log as UTF-8 CSV, optionally gzip-compressed with a .gz name"
+    )
 
 
 def write_log(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
@@ -247,7 +259,10 @@ def _cast_string_column(column: pd.Series, name: str, source: str) -> pd.Series:
     # sensible default, and astype(str) would turn it into the text "nan".
     if name == "recent_video_ids":
         column = column.fillna("")
-    missing = int(column.isna().sum())
+        missing = 0
+    else:
+        # read_log keeps empty text fields as "", which is no id either.
+        missing = int((column.isna() | (column == "")).sum())
     if missing:
         raise ValueError(
             f"{source}: column {name!r} has {missing} missing values. "
