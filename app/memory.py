@@ -9,9 +9,9 @@ to 260 MB in a 20-minute soak (`python -m load_tests.bench --soak
 With two arenas, a 7-minute run of the same soak went from 182 MB to 189 MB.
 
 Freed memory that stays inside an arena still counts as resident, so each
-worker also asks glibc now and then to return its free pages to the kernel.
-The objects that live as long as the worker, such as modules, routes and the
-model, are frozen out of the garbage collector's full scans.
+worker also calls glibc's malloc_trim periodically to return free pages to
+the kernel. The objects that live as long as the worker, such as modules,
+routes and the model, are frozen out of the garbage collector's full scans.
 """
 
 from __future__ import annotations

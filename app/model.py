@@ -146,7 +146,8 @@ def locate_model(
         versions = _versions(model_directory)
     except OSError as error:
         raise ModelLoadError(
-            f"model repository {repository} cannot be read: {error}"
+            f"model repository {repository} cannot be read: {error}; check that "
+            "the service's user can list it"
         ) from None
     chosen = max(versions) if version is None else version
     if chosen not in versions:
@@ -213,9 +214,8 @@ def load_model(
     except ModelLoadError:
         raise
     except Exception as error:
-        # A candidate version must never take the server down: whatever
-        # its files make the checks raise, onnxruntime's errors included,
-        # rejects that version.
+        # Any error from a candidate version's checks, onnxruntime's
+        # included, rejects that version, so a bad file never stops serving.
         raise ModelLoadError(
             f"{location.directory} failed its checks: {type(error).__name__}: {error}"
         ) from error

@@ -79,7 +79,7 @@ class ModelManager:
         self._repository_error: str | None = None
         self._reload_lock = threading.Lock()
         # Held while this worker bumps the generation, so its own watcher
-        # never sees the bump before it is recorded as seen.
+        # cannot read the new token before it is recorded as seen.
         self._generation_lock = threading.Lock()
         self._seen_generation = self._read_generation()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,23 @@ def model_dir(model_repository: Path) -> Path:
 def manifest(model_dir: Path) -> dict[str, Any]:
     """Return the trained model's manifest."""
     return json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def second_model(tmp_path_factory: pytest.TempPathFactory, simulated_log) -> Path:
+    """Return a model version trained with another seed, so its scores differ."""
+    repository = tmp_path_factory.mktemp("second")
+    data = describe_data(simulated_log, "simulator", [])
+    options = TrainOptions(repository=repository, name=MODEL_NAME, seed=5)
+    return train(simulated_log, data, options)
+
+
+@pytest.fixture
+def repository(tmp_path: Path, model_dir: Path) -> Path:
+    """Return a fresh repository that contains only version 1."""
+    root = tmp_path / "models"
+    shutil.copytree(model_dir, root / MODEL_NAME / "1")
+    return root
 
 
 @pytest.fixture(scope="session")

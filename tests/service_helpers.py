@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,3 +187,23 @@ def inference_body(manifest: dict[str, Any], candidates: int) -> bytes:
         for name, array in request_tensors(spec, request).items()
     ]
     return json.dumps({"inputs": inputs}).encode()
+
+
+def add_version(
+    repository: Path,
+    source: Path,
+    version: int,
+    edit: Callable[[Path], None] | None = None,
+) -> Path:
+    """Copy a version in under a temporary name, edit it, then rename it.
+
+    Operators publish versions this way, and a poller that ran between copy
+    and edit would otherwise load the copy as it was before the edit.
+    """
+    target = repository / "watchtime" / str(version)
+    staging = repository / f".staging-{version}"
+    shutil.copytree(source, staging)
+    if edit is not None:
+        edit(staging)
+    staging.rename(target)
+    return target

@@ -15,50 +15,12 @@ import pytest
 
 from app.contract import WATCH_TIME_OUTPUT, FeatureSpec
 from trainer.export import run_graph
-from trainer.pipeline import TrainOptions, describe_data, train
 from trainer.tensors import request_tensors
 
-from service_helpers import RunningServer, run_server, sample, scrape
+from service_helpers import RunningServer, add_version, run_server, sample, scrape
 
 TOKEN = "test-admin-token-0123456789"
 WAIT_S = 30.0
-
-
-@pytest.fixture(scope="module")
-def second_model(tmp_path_factory, simulated_log) -> Path:
-    """Return a model version whose weights differ from the shared model's."""
-    repository = tmp_path_factory.mktemp("second")
-    data = describe_data(simulated_log, "simulator", [])
-    options = TrainOptions(repository=repository, name="watchtime", seed=5)
-    return train(simulated_log, data, options)
-
-
-@pytest.fixture
-def repository(tmp_path, model_dir) -> Path:
-    """Return a fresh repository that holds only version 1."""
-    root = tmp_path / "models"
-    shutil.copytree(model_dir, root / "watchtime" / "1")
-    return root
-
-
-def add_version(
-    repository: Path,
-    source: Path,
-    version: int,
-    edit: Callable[[Path], None] | None = None,
-) -> Path:
-    """Copy a version in under a temporary name, edit it, then rename it.
-
-    A poller that runs between copy and edit would otherwise load the copy
-    as it was before the edit.
-    """
-    target = repository / "watchtime" / str(version)
-    staging = repository / f".staging-{version}"
-    shutil.copytree(source, staging)
-    if edit is not None:
-        edit(staging)
-    staging.rename(target)
-    return target
 
 
 def truncate_graph(directory: Path) -> None:

@@ -51,7 +51,7 @@ class OverloadRun:
     rejections_counted: float
     """Increase of the overload rejection counter over the alternating rounds."""
     calm_rejections: int
-    """429s answered in the normal-load rounds between the doubled ones."""
+    """429 responses in the normal-load rounds between the doubled ones."""
 
 
 def rank_bodies(manifest: dict[str, Any]) -> list[bytes]:

@@ -20,40 +20,13 @@ import pytest
 
 from app.contract import WATCH_TIME_OUTPUT, FeatureSpec
 from trainer.export import run_graph
-from trainer.pipeline import TrainOptions, describe_data, train
 from trainer.tensors import request_tensors
 
-from service_helpers import RunningServer, run_server, sample, scrape
+from service_helpers import RunningServer, add_version, run_server, sample, scrape
 
 TOKEN = "reliability-admin-token-0123456789"
 SWAPS = 20
 CLIENTS = 4
-
-
-@pytest.fixture(scope="module")
-def other_model(tmp_path_factory, simulated_log) -> Path:
-    """Return a model version trained with another seed, so its scores differ."""
-    repository = tmp_path_factory.mktemp("other")
-    data = describe_data(simulated_log, "simulator", [])
-    options = TrainOptions(repository=repository, name="watchtime", seed=5)
-    return train(simulated_log, data, options)
-
-
-@pytest.fixture
-def repository(tmp_path, model_dir) -> Path:
-    """Return a fresh repository that contains only version 1."""
-    root = tmp_path / "models"
-    shutil.copytree(model_dir, root / "watchtime" / "1")
-    return root
-
-
-def add_version(repository: Path, source: Path, version: int) -> Path:
-    """Copy a version in under a temporary name and rename it, as operators do."""
-    target = repository / "watchtime" / str(version)
-    staging = repository / f".staging-{version}"
-    shutil.copytree(source, staging)
-    staging.rename(target)
-    return target
 
 
 def reload(server: RunningServer) -> httpx.Response:
@@ -83,7 +56,7 @@ def rank_until_stopped(
 
 
 @pytest.fixture(scope="module")
-def swap_run(model_dir, other_model, manifest, tmp_path_factory) -> dict[str, Any]:
+def swap_run(model_dir, second_model, manifest, tmp_path_factory) -> dict[str, Any]:
     """Return the responses of clients that ranked during 20 version swaps."""
     root = tmp_path_factory.mktemp("swaps") / "models"
     shutil.copytree(model_dir, root / "watchtime" / "1")
@@ -107,7 +80,7 @@ def swap_run(model_dir, other_model, manifest, tmp_path_factory) -> dict[str, An
 
         for swap in range(SWAPS):
             if swap % 2 == 0:
-                add_version(root, other_model, 2)
+                add_version(root, second_model, 2)
             else:
                 shutil.rmtree(root / "watchtime" / "2")
             reloads.append(reload(server).json())
@@ -117,7 +90,7 @@ def swap_run(model_dir, other_model, manifest, tmp_path_factory) -> dict[str, An
 
     expected = {
         1: expected_scores(model_dir, request),
-        2: expected_scores(other_model, request),
+        2: expected_scores(second_model, request),
     }
     return {"answers": answers, "reloads": reloads, "expected": expected}
 

@@ -248,26 +248,22 @@ def positive_number(text: str) -> float:
 
 def positive_count(text: str) -> int:
     """Parse a whole number of 1 or more, such as an iteration limit."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text!r}; use a whole number of 1 or more"
-        )
-    return value
+    return _whole_number_from_one(text, "value")
 
 
 def version(text: str) -> int:
     """Parse a model version, a whole number of 1 or more."""
+    return _whole_number_from_one(text, "version")
+
+
+def _whole_number_from_one(text: str, noun: str) -> int:
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(
-            f"invalid version {text!r}; use a whole number of 1 or more"
+            f"invalid {noun} {text!r}; use a whole number of 1 or more"
         )
     return value
 

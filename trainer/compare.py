@@ -88,7 +88,7 @@ RESAMPLED_FIELDS: tuple[str, ...] = (
 
 
 MIN_ROWS = 2000
-"""Fewest impressions per log: at a 2% click rate about 40 clicks, split over
+"""Minimum impressions per log: at a 2% click rate about 40 clicks, split over
 training and holdout pages."""
 
 
